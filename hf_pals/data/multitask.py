@@ -1,0 +1,77 @@
+"""`MultiTaskDataset` (one index space over several task datasets) and `MultiTaskCollator`."""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from ..tasks import TaskSpec
+
+
+class MultiTaskDataset(Dataset):
+    """Concatenates task datasets; item i is the row of its task plus a "task" field."""
+
+    def __init__(self, datasets: dict[str, Any]):
+        self.datasets = dict(datasets)
+        self.tasks = list(self.datasets)
+        self.offsets: dict[str, int] = {}
+        self._starts: list[int] = []
+        total = 0
+        for task in self.tasks:
+            self.offsets[task] = total
+            self._starts.append(total)
+            total += len(self.datasets[task])
+        self._length = total
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        slot = bisect.bisect_right(self._starts, index) - 1
+        task = self.tasks[slot]
+        row = dict(self.datasets[task][index - self._starts[slot]])
+        row["task"] = task
+        return row
+
+    def sizes(self) -> dict[str, int]:
+        return {task: len(ds) for task, ds in self.datasets.items()}
+
+
+class MultiTaskCollator:
+    """Tokenizes a single-task batch as its task asks.
+
+    Single sentences and packed pairs (`[CLS] a [SEP] b [SEP]`) give one row per example; siamese pairs
+    give the first sentences then the second sentences (2 x batch rows), which the model splits in half.
+    Tokenizing here, with dynamic padding, keeps the datasets as plain text.
+    """
+
+    def __init__(self, tokenizer, tasks: dict[str, TaskSpec], max_length: int = 128):
+        self.tokenizer = tokenizer
+        self.tasks = tasks
+        self.max_length = max_length
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        task = features[0]["task"]
+        if any(f["task"] != task for f in features):
+            raise ValueError("MultiTaskCollator expects one task per batch")
+        batch = self.encode(task, features)
+        if "label" in features[0]:
+            dtype = torch.long if self.tasks[task].kind == "classification" else torch.float32
+            batch["labels"] = torch.tensor([f["label"] for f in features], dtype=dtype)
+        batch["task"] = task
+        return batch
+
+    def encode(self, task: str, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        spec = self.tasks[task]
+        columns = [[f[c] for f in features] for c in spec.text_columns]
+        kwargs = dict(truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+        if len(columns) == 1:
+            encoded = self.tokenizer(columns[0], **kwargs)
+        elif spec.is_siamese:
+            encoded = self.tokenizer(columns[0] + columns[1], **kwargs)
+        else:
+            encoded = self.tokenizer(columns[0], columns[1], **kwargs)
+        return dict(encoded)

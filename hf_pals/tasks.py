@@ -1,0 +1,115 @@
+"""What a task is: its name, kind, text columns, pair encoding, head, loss and metric.
+
+A `TaskSpec` is plain data (it round-trips through JSON in a saved bundle and through YAML in a recipe);
+`heads.py` turns it into modules and `losses.py` into a loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Optional
+
+KINDS = ("classification", "binary", "regression")
+PAIR_ENCODINGS = ("packed", "siamese")
+POOLINGS = ("cls", "mean", "max")
+HEADS = ("linear", "cosine")
+LOSSES = ("cross_entropy", "bce", "mse")
+
+_DEFAULT_LOSS = {"classification": "cross_entropy", "binary": "bce", "regression": "mse"}
+_DEFAULT_METRIC = {"classification": "accuracy", "binary": "accuracy", "regression": "pearsonr"}
+
+
+@dataclass
+class TaskSpec:
+    """One task of a multi-task model.
+
+    Args:
+        name: task and adapter name (e.g. "sst").
+        kind: "classification" (softmax over `num_labels`), "binary" (one logit) or "regression" (a score).
+        num_labels: classes of a classification task; 1 otherwise.
+        text_columns: one column for single sentences, two for sentence pairs.
+        pair_encoding: "packed" encodes a pair as `[CLS] a [SEP] b [SEP]` (the paper); "siamese" encodes
+            each sentence alone (Sentence-BERT), which suits a base trained for cosine similarity.
+        pooling: "cls", "mean" (over the attention mask) or "max".
+        head: "linear" (dropout + linear on the pooled vector, or on [u, v, |u-v|, u*v] for siamese
+            pairs) or "cosine" (siamese only: cosine similarity of u and v, scaled to `label_max`).
+        loss: "cross_entropy", "bce" or "mse"; defaults by kind.
+        label_max: the top of a regression label's range (5 for STS); labels lie in [0, label_max].
+        metric: "accuracy" or "pearsonr"; defaults by kind.
+    """
+
+    name: str
+    kind: str
+    num_labels: int = 1
+    text_columns: tuple[str, ...] = ("sentence1",)
+    pair_encoding: str = "packed"
+    pooling: str = "mean"
+    head: str = "linear"
+    loss: Optional[str] = None
+    label_max: float = 1.0
+    metric: Optional[str] = None
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        self.text_columns = tuple(self.text_columns)
+        where = f"task {self.name!r}"
+        _check_choice(where, "kind", self.kind, KINDS)
+        _check_choice(where, "pair_encoding", self.pair_encoding, PAIR_ENCODINGS)
+        _check_choice(where, "pooling", self.pooling, POOLINGS)
+        _check_choice(where, "head", self.head, HEADS)
+        self.loss = self.loss or _DEFAULT_LOSS[self.kind]
+        self.metric = self.metric or _DEFAULT_METRIC[self.kind]
+        _check_choice(where, "loss", self.loss, LOSSES)
+        if self.kind == "classification" and self.num_labels < 2:
+            raise ValueError(f"{where}: a classification task needs num_labels >= 2, got {self.num_labels}")
+        if self.kind != "classification":
+            self.num_labels = 1
+        if len(self.text_columns) not in (1, 2):
+            raise ValueError(f"{where}: text_columns must name one or two columns, got {list(self.text_columns)}")
+        if self.head == "cosine" and not (self.is_pair and self.pair_encoding == "siamese"):
+            raise ValueError(f"{where}: head 'cosine' needs a sentence pair with pair_encoding 'siamese'")
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.text_columns) == 2
+
+    @property
+    def is_siamese(self) -> bool:
+        return self.is_pair and self.pair_encoding == "siamese"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["text_columns"] = list(self.text_columns)
+        return out
+
+    @classmethod
+    def from_dict(cls, name: str, values: dict[str, Any]) -> "TaskSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"task {name!r}: unknown field(s) {unknown}; known fields are {sorted(known)}")
+        values = {**values, "name": name}
+        return cls(**values)
+
+
+def _check_choice(where: str, field_name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{where}: {field_name} must be one of {list(choices)}, got {value!r}")
+
+
+#: The CS224N minBERT tasks, as the paper and the handout set them up (pairs packed, pooled by mean).
+CS224N_TASKS: dict[str, dict[str, Any]] = {
+    "sst": {"kind": "classification", "num_labels": 5, "text_columns": ["sentence1"]},
+    "quora": {"kind": "binary", "text_columns": ["sentence1", "sentence2"]},
+    "sts": {"kind": "regression", "text_columns": ["sentence1", "sentence2"], "label_max": 5.0},
+}
+
+
+def cs224n_task(name: str, **overrides) -> TaskSpec:
+    """The CS224N task `name` ("sst", "quora", "sts") with recipe `overrides` applied."""
+    if name not in CS224N_TASKS:
+        raise ValueError(f"unknown CS224N task {name!r}; known tasks are {sorted(CS224N_TASKS)}")
+    return TaskSpec.from_dict(name, {**CS224N_TASKS[name], **overrides})
+
+
+__all__ = ["TaskSpec", "CS224N_TASKS", "cs224n_task"]
