@@ -19,7 +19,8 @@ from .layer import BASE_ADAPTER_NAME, PALLayer
 
 
 class PALModel(BaseTuner):
-    """Creates Projected Attention Layers (Stickland & Murray, 2019) on a BERT-family encoder.
+    """Creates Projected Attention Layers (Stickland & Murray, 2019), or the variant `PALConfig.pal_type`
+    names, on a BERT-family encoder. Adapters of different variants can live side by side in one model.
 
     Example:
         >>> import hf_pals
@@ -53,9 +54,10 @@ class PALModel(BaseTuner):
                 "BERT-style encoder layer"
             )
         hidden_size = base.output.dense.out_features
-        shared = self._shared_projections(adapter_name) if peft_config.share_projections else None
+        shared = self._shared_projections(adapter_name) if peft_config.shares_projections else None
         layer_kwargs = dict(
-            pal_hidden_size=peft_config.resolve_pal_hidden_size(hidden_size),
+            pal_type=peft_config.pal_type,
+            adapter_size=peft_config.resolve_adapter_size(hidden_size),
             pal_num_heads=peft_config.pal_num_heads,
             pal_dropout=peft_config.pal_dropout,
             init_pal_weights=peft_config.init_pal_weights,
