@@ -1,7 +1,10 @@
 """The `hf-pals` command: `train` a recipe, `evaluate` a saved model.
 
     hf-pals train RECIPE.yaml [--data-dir D] [--output-dir O] [--max-steps N] [--seed S] [--resume] [--set k=v ...]
+    hf-pals pretrain RECIPE.yaml [--data-dir D] [--output-dir O] [--resume] [--set k=v ...]
     hf-pals evaluate MODEL_DIR --data-dir D --split dev [--output report.json] [--max-examples N]
+    hf-pals push MODEL_DIR REPO_ID [--private] [--token T] [--revision BRANCH] [--dataset TASK=DATASET_ID ...]
+    hf-pals plot RUN_DIR [--output-dir D]
 """
 
 from __future__ import annotations
@@ -32,6 +35,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe field")
 
+    pretrain = sub.add_parser(
+        "pretrain", help="further masked-LM pretraining of the base on the tasks' train text (Sun et al., 2019)"
+    )
+    pretrain.add_argument("recipe", help="pretraining recipe YAML file (recipes/pretraining/cs224n_mlm.yaml)")
+    pretrain.add_argument("--data-dir", help="directory of the CS224N files (overrides data.dir)")
+    pretrain.add_argument("--output-dir", help="where the pretrained encoder goes (overrides output_dir)")
+    pretrain.add_argument("--resume", nargs="?", const=True, default=None, help="resume from the last (or given) checkpoint")
+    pretrain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe field")
+
     evaluate = sub.add_parser("evaluate", help="score a saved model on a CS224N split (or predict the test split)")
     evaluate.add_argument("model_dir")
     evaluate.add_argument("--data-dir", required=True)
@@ -40,6 +52,27 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=128)
     evaluate.add_argument("--max-examples", type=int, help="score only the first N rows of each file")
     evaluate.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) bad rows instead of failing")
+
+    push = sub.add_parser("push", help="upload a saved model (safetensors, tokenizer, report) with a model card to the Hub")
+    push.add_argument("model_dir")
+    push.add_argument("repo_id", help="Hub model repo, e.g. user/minilm-pals-cs224n (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repo as private")
+    push.add_argument("--token", help="Hub token (default: the saved login or HF_TOKEN)")
+    push.add_argument("--revision", help="branch to push to (created if missing)")
+    push.add_argument("--commit-message")
+    push.add_argument(
+        "--dataset", action="append", default=[], metavar="TASK=DATASET_ID", help="Hub dataset of a task, for the card"
+    )
+
+    plot = sub.add_parser("plot", help="draw a run's per-task losses, dev metrics and task sampling as PNGs")
+    plot.add_argument("run_dir", help="a training output dir (its newest trainer_state.json is read)")
+    plot.add_argument("--output-dir", help="where the PNGs go (default RUN_DIR/plots)")
+
+    bench = sub.add_parser("bench", help="print benchmark figures as JSON (adapters: step time and memory; trainer)")
+    bench.add_argument("which", choices=["adapters", "trainer"])
+    bench.add_argument("--data-dir", required=True)
+    bench.add_argument("--base-model", default="sentence-transformers/all-MiniLM-L6-v2")
+    bench.add_argument("--steps", type=int, default=40, help="trainer: steps of the timed run")
     return parser
 
 
@@ -62,6 +95,42 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 overrides.append(f"training.seed={args.seed}")
             recipe = load_recipe(args.recipe, overrides)
             result = run.train(recipe, resume=args.resume)
+        elif args.command == "pretrain":
+            from .pretraining import load_pretrain_recipe, pretrain
+
+            overrides = list(args.set)
+            if args.data_dir:
+                overrides.append(f"data.dir={json.dumps(args.data_dir)}")
+            if args.output_dir:
+                overrides.append(f"output_dir={json.dumps(args.output_dir)}")
+            result = pretrain(load_pretrain_recipe(args.recipe, overrides), resume=args.resume)
+        elif args.command == "push":
+            from .hub import push_to_hub
+
+            bad = [d for d in args.dataset if "=" not in d]
+            if bad:
+                raise ValueError(f"--dataset takes TASK=DATASET_ID, got {bad[0]!r}")
+            info = push_to_hub(
+                args.model_dir,
+                args.repo_id,
+                private=args.private or None,
+                token=args.token,
+                revision=args.revision,
+                commit_message=args.commit_message,
+                datasets=dict(d.split("=", 1) for d in args.dataset),
+            )
+            result = {"repo_id": args.repo_id, "revision": args.revision, "commit_url": getattr(info, "commit_url", None)}
+        elif args.command == "plot":
+            from .plots import plot_run
+
+            result = plot_run(args.run_dir, args.output_dir)
+        elif args.command == "bench":
+            from .benchmarks import adapters, trainer
+
+            if args.which == "adapters":
+                result = adapters.run(args.data_dir, args.base_model)
+            else:
+                result = trainer.run(args.data_dir, steps=args.steps)
         else:
             result = run.evaluate(
                 args.model_dir,

@@ -20,28 +20,39 @@ REPORT_NAMES = {"accuracy": "accuracy", "pearsonr": "pearson"}
 
 
 @torch.no_grad()
-def predict(model, collator, dataset, task: str, batch_size: int = 128, device=None) -> np.ndarray:
-    """Predictions of `task` for every row of `dataset`, in row order.
+def predict_outputs(model, collator, rows, task: str, batch_size: int = 128, device=None) -> torch.Tensor:
+    """The task head's raw outputs (logits, or scores for regression) for every row, in row order.
 
+    `rows` is any iterable of dicts holding the task's text columns (a `datasets.Dataset` works).
     Rows are run sorted by text length so batches carry little padding, then put back in order.
+    This is the one batched prediction path, used by evaluation and by `MultiTaskPredictor`.
     """
     spec = model.tasks[task]
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    rows = [dict(r, task=task) for r in dataset]
+    rows = [dict(r, task=task) for r in rows]
     lengths = [sum(len(r[c]) for c in spec.text_columns) for r in rows]
     order = np.argsort(lengths, kind="stable")
-    out: list[Optional[np.ndarray]] = [None] * len(rows)
-    for start in range(0, len(rows), batch_size):
-        chunk = [rows[i] for i in order[start : start + batch_size]]
-        encoded = {k: v.to(device) for k, v in collator.encode(task, chunk).items()}
-        logits = model(task=task, **encoded)["logits"]
-        preds = head_predictions(spec, logits).float().cpu().numpy()
-        for i, p in zip(order[start : start + batch_size], preds):
-            out[i] = p
-    model.train(was_training)
-    return np.asarray(out)
+    out: list[Optional[torch.Tensor]] = [None] * len(rows)
+    try:
+        for start in range(0, len(rows), batch_size):
+            chunk = [rows[i] for i in order[start : start + batch_size]]
+            encoded = {k: v.to(device) for k, v in collator.encode(task, chunk).items()}
+            logits = model(task=task, **encoded)["logits"].float().cpu()
+            for i, row_out in zip(order[start : start + batch_size], logits):
+                out[i] = row_out
+    finally:
+        model.train(was_training)
+    if not out:
+        return torch.empty((0, spec.num_labels) if spec.kind == "classification" else (0,))
+    return torch.stack(out)
+
+
+def predict(model, collator, dataset, task: str, batch_size: int = 128, device=None) -> np.ndarray:
+    """Predictions of `task` (labels, or scores for regression) for every row of `dataset`, in row order."""
+    outputs = predict_outputs(model, collator, dataset, task, batch_size=batch_size, device=device)
+    return head_predictions(model.tasks[task], outputs).float().numpy()
 
 
 def score(task_spec, predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:

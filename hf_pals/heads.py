@@ -1,11 +1,14 @@
 """Pooling, task heads and task losses.
 
 A head maps the encoder's token states (one sequence, or two for a siamese pair) to the task's
-prediction: logits for classification, one logit for binary tasks, a score for regression.
+prediction: logits for classification, one logit for binary tasks, a score for regression. A task may
+also own an extra transformer layer on top of the shared encoder (`TaskSpec.top_layer`); it lives in its
+head, so it is saved in heads.safetensors and trained with the heads' learning rate.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -13,6 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .tasks import TaskSpec
+
+#: linear_cosine, binary tasks: the initial s and t of the logit s * (cos - t).
+LINEAR_COSINE_SCALE = 20.0
+LINEAR_COSINE_THRESHOLD = 0.5
 
 
 def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -34,27 +41,72 @@ class TaskHead(nn.Module):
       (Sentence-BERT's classification objective).
     - cosine: cos(u, v) of a siamese pair, reported scaled to [.., label_max] (Sentence-BERT's
       regression objective); it has no parameters of its own.
+    - cosine_relu: ReLU(cos(u, v)) * label_max, so a negative similarity scores 0: the STS head of the
+      CS224N reports 002 and 003 ("cosine similarity x 5 with ReLU"); no parameters.
+    - linear_cosine: a linear projection W (d -> d, shared by both sentences, initialised to the identity
+      so it starts out as "cosine"), then c = cos(W u, W v). For a binary task the logit is s * (c - t),
+      with s = exp(log_scale) (initially 20) and the threshold t (initially 0.5) learnable: the scale and
+      bias (b = -s t) of a logistic regression on c, parametrised so Adam moves both at a useful speed
+      (a raw bias of about -10 would barely move at lr 1e-3). For regression the score is c * label_max.
+      "A linear layer plus cosine" for paraphrase detection is CS224N report 003's head; report 002
+      projects both sentences before the cosine for STS.
+
+    `top_layer` is the task's extra transformer layer (`TaskSpec.top_layer`), a copy of the encoder's
+    last layer made by `MultiTaskModel`; `MultiTaskModel.encode` runs it on the token states before pooling.
     """
 
-    def __init__(self, task: TaskSpec, hidden_size: int):
+    def __init__(self, task: TaskSpec, hidden_size: int, top_layer: Optional[nn.Module] = None):
         super().__init__()
         self.task = task
+        if task.top_layer and top_layer is None:
+            raise ValueError(f"task {task.name!r} has top_layer: true, but no layer was given to TaskHead")
+        # A copy of a frozen encoder layer comes with requires_grad=False; the task's own copy trains.
+        self.top_layer = top_layer.requires_grad_(True) if task.top_layer else None
         if task.head == "linear":
             width = hidden_size * 4 if task.is_siamese else hidden_size
             self.dropout = nn.Dropout(task.dropout)
             self.classifier = nn.Linear(width, task.num_labels)
             nn.init.normal_(self.classifier.weight, std=0.02)
             nn.init.zeros_(self.classifier.bias)
+        elif task.head == "linear_cosine":
+            self.projection = nn.Linear(hidden_size, hidden_size)
+            nn.init.eye_(self.projection.weight)
+            nn.init.zeros_(self.projection.bias)
+            if task.kind == "binary":
+                self.log_scale = nn.Parameter(torch.tensor(math.log(LINEAR_COSINE_SCALE)))
+                self.threshold = nn.Parameter(torch.tensor(LINEAR_COSINE_THRESHOLD))
 
     def forward(self, pooled: torch.Tensor, pooled_b: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Raw outputs: [batch, num_labels] logits, or [batch] logits/scores for binary and regression."""
-        if self.task.head == "cosine":
-            return F.cosine_similarity(pooled, pooled_b, dim=-1) * self.task.label_max
+        head = self.task.head
+        if head in ("cosine", "cosine_relu"):
+            cosine = F.cosine_similarity(pooled, pooled_b, dim=-1)
+            return (F.relu(cosine) if head == "cosine_relu" else cosine) * self.task.label_max
+        if head == "linear_cosine":
+            cosine = F.cosine_similarity(self.projection(pooled), self.projection(pooled_b), dim=-1)
+            if self.task.kind == "binary":
+                return self.log_scale.exp() * (cosine - self.threshold)
+            return cosine * self.task.label_max
         features = pooled if pooled_b is None else torch.cat(
             [pooled, pooled_b, (pooled - pooled_b).abs(), pooled * pooled_b], dim=-1
         )
         logits = self.classifier(self.dropout(features))
         return logits if self.task.kind == "classification" else logits.squeeze(-1)
+
+
+def pearson_loss(outputs: torch.Tensor, labels: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """1 - Pearson r between a batch of scores and their labels (CS224N report 004's STS loss).
+
+    0 for perfectly correlated scores, 1 for uncorrelated, 2 for anti-correlated; unchanged when the
+    scores are shifted or scaled by a positive factor, so it trains the ranking the metric measures but
+    not the scale of the scores. Needs at least two examples with different labels to say anything.
+    """
+    x = outputs.float().reshape(-1)
+    y = labels.to(x.dtype).reshape(-1)
+    x = x - x.mean()
+    y = y - y.mean()
+    r = (x * y).sum() / (x.norm() * y.norm()).clamp(min=eps)
+    return 1.0 - r
 
 
 def task_loss(task: TaskSpec, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -67,6 +119,8 @@ def task_loss(task: TaskSpec, outputs: torch.Tensor, labels: torch.Tensor) -> to
     if task.loss == "mse":
         scale = task.label_max
         return F.mse_loss(outputs / scale, labels.to(outputs.dtype) / scale)
+    if task.loss == "one_minus_pearson":
+        return pearson_loss(outputs, labels)
     raise ValueError(f"task {task.name!r}: unknown loss {task.loss!r}")
 
 

@@ -4,12 +4,17 @@ Saved as a bundle directory, all safetensors:
 
     hf_pals_config.json                base model id, tasks, whether the encoder was trained
     adapters/<task>/adapter_model.safetensors + adapter_config.json   (PEFT's own layout)
-    heads.safetensors                  "<task>.<param>" tensors of every head
+    heads.safetensors                  "<task>.<param>" tensors of every head (with its top layer, if any)
     encoder/model.safetensors + config.json   the shared encoder, only when it was trained
     tokenizer files                    when a tokenizer is saved alongside
 
 With a frozen encoder a bundle holds only what differs from the base model, so its adapters load onto
 the plain base with `PeftModel.from_pretrained` or transformers' `model.load_adapter`.
+
+Loading is safe by default: only safetensors are read (a pickle can run code when unpickled, so a
+pickle-only bundle is refused unless the caller passes `allow_pickle=True`), and a truncated file, an
+adapter made for another base, or an unknown field in `hf_pals_config.json` fails with an error that
+names the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -17,14 +22,18 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
+import tempfile
 from typing import Optional, Sequence, Union
 
 import torch
 from peft import PeftModel, get_peft_model
-from peft.utils import load_peft_weights, set_peft_model_state_dict
+from peft.utils import set_peft_model_state_dict
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel
+from transformers import AutoConfig, AutoModel
+from transformers.masking_utils import create_bidirectional_mask
 
 from .base_models import resolve_base_model
 from .heads import TaskHead, pool, task_loss
@@ -36,6 +45,15 @@ HEADS_NAME = "heads.safetensors"
 ADAPTERS_DIR = "adapters"
 ENCODER_DIR = "encoder"
 ENCODER_WEIGHTS_NAME = "model.safetensors"
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+#: The pickle file each safetensors file could be replaced by (refused unless `allow_pickle=True`).
+PICKLE_NAMES = {
+    HEADS_NAME: "heads.bin",
+    ENCODER_WEIGHTS_NAME: "pytorch_model.bin",
+    ADAPTER_WEIGHTS_NAME: "adapter_model.bin",
+}
+#: The fields of hf_pals_config.json (keep in step with `MultiTaskModel.bundle_config`).
+BUNDLE_CONFIG_FIELDS = ("hf_pals_version", "base_model_name_or_path", "freeze_encoder", "max_length", "tasks")
 
 
 class MultiTaskModel(nn.Module):
@@ -65,8 +83,21 @@ class MultiTaskModel(nn.Module):
         self.base_model_name_or_path = base_model_name_or_path
         self.freeze_encoder = freeze_encoder
         hidden_size = encoder.get_base_model().config.hidden_size
-        self.heads = nn.ModuleDict({name: TaskHead(spec, hidden_size) for name, spec in self.tasks.items()})
+        self.heads = nn.ModuleDict(
+            {
+                name: TaskHead(spec, hidden_size, top_layer=self._copy_last_layer() if spec.top_layer else None)
+                for name, spec in self.tasks.items()
+            }
+        )
         self._set_trainable()
+
+    def _copy_last_layer(self) -> nn.Module:
+        """A copy of the encoder's last transformer layer (without any adapter): the initial weights of a
+        task-specific top layer ("top layer" adaptation, CS224N report 002: a task-specific BERT layer on
+        top of the shared model, T * 12 d^2 parameters for T tasks)."""
+        last = self.encoder.get_base_model().encoder.layer[-1]
+        base = last.get_base_layer() if hasattr(last, "get_base_layer") else last
+        return copy.deepcopy(base)
 
     # ----------------------------------------------------------------------------------------- build
     @classmethod
@@ -107,21 +138,34 @@ class MultiTaskModel(nn.Module):
                 param.requires_grad_(not self.freeze_encoder)
 
     # --------------------------------------------------------------------------------------- forward
-    def encode(self, task: str, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
-        """Pooled sentence vectors of `task`'s adapter, one per row."""
+    def encode(self, task: str, input_ids, attention_mask, token_type_ids=None, inputs_embeds=None) -> torch.Tensor:
+        """Pooled sentence vectors of `task`'s adapter (and top layer, if it has one), one per row.
+        `inputs_embeds` (word embeddings) replaces `input_ids`, e.g. to perturb them for SMART."""
         outputs = self.encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
             adapter_names=task,
         )
-        return pool(outputs.last_hidden_state, attention_mask, self.tasks[task].pooling)
+        hidden_states = outputs.last_hidden_state
+        top_layer = self.heads[task].top_layer
+        if top_layer is not None:
+            mask = create_bidirectional_mask(
+                config=self.encoder.get_base_model().config, inputs_embeds=hidden_states, attention_mask=attention_mask
+            )
+            hidden_states = top_layer(hidden_states, mask)
+        return pool(hidden_states, attention_mask, self.tasks[task].pooling)
 
-    def forward(self, task: str, input_ids, attention_mask, token_type_ids=None, labels=None, **unused):
+    def forward(
+        self, task: str, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, inputs_embeds=None, **unused
+    ):
         if task not in self.tasks:
             raise ValueError(f"unknown task {task!r}; this model has tasks {sorted(self.tasks)}")
+        if attention_mask is None:
+            raise ValueError("MultiTaskModel.forward needs an attention_mask (pooling reads it)")
         spec = self.tasks[task]
-        pooled = self.encode(task, input_ids, attention_mask, token_type_ids)
+        pooled = self.encode(task, input_ids, attention_mask, token_type_ids, inputs_embeds=inputs_embeds)
         if spec.is_siamese:
             half = pooled.shape[0] // 2
             logits = self.heads[task](pooled[:half], pooled[half:])
@@ -158,20 +202,50 @@ class MultiTaskModel(nn.Module):
         if tokenizer is not None:
             tokenizer.save_pretrained(save_directory)
 
+    def push_to_hub(self, repo_id: str, tokenizer=None, eval_results: Optional[dict] = None, **kwargs):
+        """Save this model as a bundle (with `tokenizer` and an `eval_results` report, if given) and upload
+        it to the Hub repo `repo_id` with a model card; `kwargs` go to `hf_pals.hub.push_to_hub`
+        (`private`, `token`, `revision`, `commit_message`, `datasets`). Returns the `CommitInfo`."""
+        from .hub import EVAL_RESULTS_NAME, push_to_hub
+
+        with tempfile.TemporaryDirectory() as bundle:
+            self.save_pretrained(bundle, tokenizer=tokenizer)
+            if eval_results is not None:
+                with open(os.path.join(bundle, EVAL_RESULTS_NAME), "w") as f:
+                    json.dump(eval_results, f, indent=2)
+            return push_to_hub(bundle, repo_id, **kwargs)
+
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The shared encoder's weights under plain `BertModel` names (no PAL tensors, no `base_layer`)."""
         state = self.encoder.get_base_model().state_dict()
         return {k.replace(".base_layer.", "."): v for k, v in state.items() if ".pals_" not in k}
 
     @classmethod
-    def from_pretrained(cls, model_dir: str, is_trainable: bool = False) -> "MultiTaskModel":
-        """Load a bundle written by `save_pretrained` (safetensors only)."""
+    def from_pretrained(cls, model_dir: str, is_trainable: bool = False, allow_pickle: bool = False) -> "MultiTaskModel":
+        """Load a bundle written by `save_pretrained`.
+
+        Every file is checked before the model is built (see the module docstring); `allow_pickle=True`
+        also accepts `adapter_model.bin`, `heads.bin` and `encoder/pytorch_model.bin`, for bundles you trust.
+        """
         config = read_bundle_config(model_dir)
-        tasks = {name: TaskSpec.from_dict(name, values) for name, values in config["tasks"].items()}
+        config_path = os.path.join(model_dir, BUNDLE_CONFIG_NAME)
+        tasks = {}
+        for name, values in config["tasks"].items():
+            try:
+                tasks[name] = TaskSpec.from_dict(name, values)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{config_path}: {err}") from err
         pal_configs = {name: PALConfig.from_pretrained(adapter_dir(model_dir, name)) for name in tasks}
         for pal_config in pal_configs.values():
             pal_config.inference_mode = False
         encoder_dir = os.path.join(model_dir, ENCODER_DIR)
+        check_bundle_files(model_dir, tasks, allow_pickle=allow_pickle)
+        base_config = AutoConfig.from_pretrained(
+            encoder_dir if os.path.isdir(encoder_dir) else resolve_base_model(config["base_model_name_or_path"])
+        )
+        for name in tasks:
+            path = weights_file(adapter_dir(model_dir, name), ADAPTER_WEIGHTS_NAME, allow_pickle)
+            check_adapter_fits(name, path, weight_shapes(path), base_config)
         model = cls.from_base(
             config["base_model_name_or_path"],
             tasks,
@@ -180,26 +254,29 @@ class MultiTaskModel(nn.Module):
             encoder_path=encoder_dir if os.path.isdir(encoder_dir) else None,
             max_length=config.get("max_length", 128),
         )
-        model.load_weights(model_dir, load_encoder=False)
+        model.load_weights(model_dir, load_encoder=False, allow_pickle=allow_pickle)
         model.train(is_trainable)
         if not is_trainable:
             model.requires_grad_(False)
         return model
 
-    def load_weights(self, model_dir: str, load_encoder: bool = True) -> None:
+    def load_weights(self, model_dir: str, load_encoder: bool = True, allow_pickle: bool = False) -> None:
         """Load a bundle's tensors into this model in place (used to resume from a checkpoint)."""
+        base_config = self.encoder.get_base_model().config
         for name in self.tasks:
-            path = adapter_dir(model_dir, name)
-            weights = load_peft_weights(path, device="cpu")
+            path = weights_file(adapter_dir(model_dir, name), ADAPTER_WEIGHTS_NAME, allow_pickle)
+            weights = load_weights_file(path)
+            check_adapter_fits(name, path, {k: v.shape for k, v in weights.items()}, base_config)
             result = set_peft_model_state_dict(self.encoder, weights, adapter_name=name)
             unexpected = getattr(result, "unexpected_keys", None) or []
             if unexpected:
                 raise ValueError(f"{path}: adapter weights do not fit this model: unexpected keys {unexpected[:5]}")
-        heads = load_file(os.path.join(model_dir, HEADS_NAME))
+        heads = load_weights_file(weights_file(model_dir, HEADS_NAME, allow_pickle))
         self.heads.load_state_dict(heads, strict=True)
-        encoder_file = os.path.join(model_dir, ENCODER_DIR, ENCODER_WEIGHTS_NAME)
-        if load_encoder and os.path.exists(encoder_file):
-            self.load_encoder_state_dict(load_file(encoder_file))
+        encoder_dir = os.path.join(model_dir, ENCODER_DIR)
+        if load_encoder and os.path.isdir(encoder_dir):
+            encoder_file = weights_file(encoder_dir, ENCODER_WEIGHTS_NAME, allow_pickle)
+            self.load_encoder_state_dict(load_weights_file(encoder_file))
 
     def load_encoder_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         base = self.encoder.get_base_model()
@@ -228,7 +305,102 @@ def read_bundle_config(model_dir: str) -> dict:
     for key in ("base_model_name_or_path", "tasks"):
         if key not in config:
             raise ValueError(f"{path}: missing field {key!r}")
+    unknown = sorted(set(config) - set(BUNDLE_CONFIG_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown field(s) {unknown}; known fields are {list(BUNDLE_CONFIG_FIELDS)} "
+            "(a typo, or a bundle written by a newer hf_pals)"
+        )
+    if not isinstance(config["tasks"], dict) or not config["tasks"]:
+        raise ValueError(f"{path}: field 'tasks' must map task names to their settings")
     return config
+
+
+# ------------------------------------------------------------------------------ load-time safety checks
+def weights_file(directory: str, name: str, allow_pickle: bool = False) -> str:
+    """The weights file `name` (a safetensors name) in `directory`, or with `allow_pickle` its pickle twin.
+
+    A pickle can run arbitrary code when loaded, so a directory holding only the pickle is refused by
+    default, with an error that says how to go on.
+    """
+    path = os.path.join(directory, name)
+    if os.path.isfile(path):
+        return path
+    pickle_path = os.path.join(directory, PICKLE_NAMES[name])
+    if os.path.isfile(pickle_path):
+        if allow_pickle:
+            return pickle_path
+        raise ValueError(
+            f"{pickle_path} is a pickle file and {name} is missing: hf_pals loads safetensors only, because "
+            f"unpickling can run arbitrary code. Convert it to {name}, or pass allow_pickle=True if you trust "
+            "its source."
+        )
+    raise FileNotFoundError(f"{path} not found")
+
+
+def weight_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of a weights file; a safetensors file is checked whole without reading its data."""
+    if not path.endswith(".safetensors"):
+        return {k: tuple(v.shape) for k, v in load_weights_file(path).items()}
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a valid safetensors file, it may be truncated or corrupted ({err})") from err
+
+
+def load_weights_file(path: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (errors name the file), or of a pickle that `weights_file` allowed."""
+    if not path.endswith(".safetensors"):
+        return torch.load(path, map_location="cpu", weights_only=True)
+    weight_shapes(path)
+    return load_file(path)
+
+
+def check_bundle_files(model_dir: str, task_names, allow_pickle: bool = False) -> None:
+    """Refuse a bundle with a missing, pickle-only or damaged weights file, naming the file."""
+    paths = [weights_file(adapter_dir(model_dir, t), ADAPTER_WEIGHTS_NAME, allow_pickle) for t in task_names]
+    paths.append(weights_file(model_dir, HEADS_NAME, allow_pickle))
+    encoder_dir = os.path.join(model_dir, ENCODER_DIR)
+    if os.path.isdir(encoder_dir):
+        paths.append(weights_file(encoder_dir, ENCODER_WEIGHTS_NAME, allow_pickle))
+    for path in paths:
+        weight_shapes(path)
+
+
+_LAYER_INDEX = re.compile(r"\.layer\.(\d+)\.")
+#: Adapter weights that read the hidden state ([out, d]: V_E, Houlsby's down) or write it ([d, in]).
+_READS_HIDDEN = (".pals_encoder.", "_adapter_down.")
+_WRITES_HIDDEN = (".pals_decoder.", "_adapter_up.")
+
+
+def check_adapter_fits(task: str, path: str, shapes: dict, base_config) -> None:
+    """Say plainly when adapter `task` was saved for a base of another width or depth than `base_config`.
+
+    V_E (`pals_encoder.weight`) is [d_s, d] and V_D is [d, d_s] (likewise Houlsby's down/up), which gives
+    the hidden size the adapter was made for; layer indices in the tensor names give the depth it needs.
+    """
+    base = getattr(base_config, "_name_or_path", "") or "this base"
+    hidden_size, layers = base_config.hidden_size, base_config.num_hidden_layers
+    for key, shape in shapes.items():
+        if not key.endswith(".weight") or len(shape) != 2:
+            continue
+        if any(p in key for p in _READS_HIDDEN):
+            saved = shape[-1]
+        elif any(p in key for p in _WRITES_HIDDEN):
+            saved = shape[0]
+        else:
+            continue
+        if saved != hidden_size:
+            raise ValueError(
+                f"adapter {task!r} ({path}) was saved for hidden size {saved}, this base ({base}) has {hidden_size}"
+            )
+    indices = [int(m.group(1)) for m in map(_LAYER_INDEX.search, shapes) if m]
+    if indices and max(indices) >= layers:
+        raise ValueError(
+            f"adapter {task!r} ({path}) was saved for a base with at least {max(indices) + 1} layers "
+            f"(it has weights for layer {max(indices)}), this base ({base}) has {layers}"
+        )
 
 
 def _version() -> str:

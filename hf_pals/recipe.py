@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
+import torch
 import yaml
 from transformers import TrainingArguments
 
+from .data.sampling import build_task_schedule
 from .tasks import CS224N_TASKS, TaskSpec, cs224n_task
 from .tuner import PALConfig
 
@@ -31,12 +33,18 @@ class DataSection:
     on_bad_rows: str = "raise"
     max_train_examples: dict[str, int] = field(default_factory=dict)
     max_eval_examples: dict[str, int] = field(default_factory=dict)
+    group_by_length: bool = False
 
 
 @dataclass
 class SamplingSection:
+    """Task sampling (see `hf_pals.data.sampling`): `name` is annealed, proportional, sqrt, temperature,
+    uniform, round_robin, the curricula sequential and hybrid (hybrid needs multitask.step_mode: joint),
+    or "module:function"; `temperature` is T of name temperature (p_i ∝ N_i^(1/T))."""
+
     name: str = "annealed"
     steps_per_epoch: Optional[int] = None
+    temperature: Optional[float] = None
 
 
 @dataclass
@@ -54,6 +62,13 @@ class Recipe:
     learning_rates: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     eval_batch_size: int = 128
+    #: SMART (`hf_pals.training.smart.SMARTConfig`): `smart: {weights: {sst: 0.5}, epsilon: ..., steps: 1}`.
+    smart: Optional[Any] = None
+    #: EDA augmentation (`hf_pals.data.augment.AugmentConfig`): `augment: {tasks: [sst], alpha: 0.1, ...}`.
+    augment: Optional[Any] = None
+    #: How tasks share a step (`hf_pals.training.joint.MultitaskConfig`, always built): `multitask: {step_mode:
+    #: joint, loss_balancing: dwa, gradient_surgery: pcgrad, ...}`; absent = one task per step.
+    multitask: Optional[Any] = None
     source: str = "<recipe>"
 
     def task_specs(self) -> dict[str, TaskSpec]:
@@ -70,6 +85,10 @@ class Recipe:
 
     def training_arguments(self) -> TrainingArguments:
         values = {"output_dir": self.output_dir, "report_to": "none", **self.training}
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            # Several processes (`accelerate launch`, torchrun) and no GPU: without use_cpu transformers
+            # would not join them into one DDP run (gloo) but train a separate copy in each.
+            values.setdefault("use_cpu", True)
         try:
             return TrainingArguments(**values)
         except (TypeError, ValueError) as err:
@@ -104,6 +123,8 @@ def parse_recipe(values: dict[str, Any], source: str = "<recipe>") -> Recipe:
             raise RecipeError(f"{source}: missing required field {required!r}")
     values["data"] = _build(DataSection, values.get("data"), f"{source}: data")
     values["sampling"] = _build(SamplingSection, values.get("sampling"), f"{source}: sampling")
+    _build_training_methods(values, source)
+    values["multitask"] = _build_multitask(values.get("multitask"), values.get("freeze_encoder", False), source)
     recipe = _build(Recipe, {**values, "source": source}, source)
     if not isinstance(recipe.tasks, dict) or not recipe.tasks:
         raise RecipeError(f"{source}: tasks must be a non-empty mapping of task name -> overrides")
@@ -114,20 +135,69 @@ def parse_recipe(values: dict[str, Any], source: str = "<recipe>") -> Recipe:
         raise RecipeError(f"{source}: data.format must be 'cs224n', got {recipe.data.format!r}")
     if recipe.data.on_bad_rows not in ("raise", "skip"):
         raise RecipeError(f"{source}: data.on_bad_rows must be 'raise' or 'skip', got {recipe.data.on_bad_rows!r}")
-    if recipe.sampling.name != "annealed":
-        raise RecipeError(f"{source}: sampling.name must be 'annealed', got {recipe.sampling.name!r}")
-    bad_groups = sorted(set(recipe.learning_rates) - {"encoder", "adapters", "heads"})
+    bad_groups = sorted(set(recipe.learning_rates) - {"encoder", "adapters", "heads", "loss_balancing"})
     if bad_groups:
-        raise RecipeError(f"{source}: learning_rates: unknown group(s) {bad_groups}; use encoder, adapters, heads")
+        raise RecipeError(
+            f"{source}: learning_rates: unknown group(s) {bad_groups}; use encoder, adapters, heads, loss_balancing"
+        )
     training_fields = {f.name for f in fields(TrainingArguments)}
     unknown = sorted(set(recipe.training) - training_fields)
     if unknown:
         raise RecipeError(f"{source}: training: unknown TrainingArguments field(s) {unknown}")
     if not recipe.training.get("max_steps"):
         raise RecipeError(f"{source}: training.max_steps must be set (epochs are counted in steps)")
+    try:  # checks the sampling section (and imports a "module:function") on placeholder sizes
+        build_task_schedule(asdict(recipe.sampling), dict.fromkeys(recipe.tasks, 1), num_steps=1)
+    except ValueError as err:
+        raise RecipeError(f"{source}: {err}") from err
     recipe.task_specs()
     recipe.pal_config()
+    for section, names in (
+        ("smart.weights", set(recipe.smart.weights) if recipe.smart else set()),
+        ("augment.tasks", set(recipe.augment.tasks) if recipe.augment else set()),
+    ):
+        if names - set(recipe.tasks):
+            raise RecipeError(f"{source}: {section}: task(s) {sorted(names - set(recipe.tasks))} are not in tasks")
+    if recipe.sampling.name == "hybrid" and getattr(recipe.multitask, "step_mode", "single") != "joint":
+        raise RecipeError(
+            f"{source}: sampling.name hybrid alternates sequential and joint epochs: set multitask.step_mode: joint "
+            "(its loss_balancing and gradient_surgery apply to the joint epochs)"
+        )
     return recipe
+
+
+def _build_training_methods(values: dict[str, Any], source: str) -> None:
+    """Build the optional `smart` and `augment` sections in place (imported here: only recipes that use
+    them pay for the imports)."""
+    import importlib
+
+    for section, module, name in (("smart", ".training.smart", "SMARTConfig"), ("augment", ".data.augment", "AugmentConfig")):
+        if values.get(section) is None:
+            continue
+        cls = getattr(importlib.import_module(module, __package__), name)
+        try:
+            values[section] = _build(cls, values[section], f"{source}: {section}")
+        except (TypeError, ValueError) as err:
+            if isinstance(err, RecipeError):
+                raise
+            raise RecipeError(f"{source}: {section}: {err}") from err
+
+
+def _build_multitask(values: Any, freeze_encoder: Any, source: str):
+    """The `multitask` section as a checked `MultitaskConfig` (defaults when absent: one task per step)."""
+    from .training.joint import MultitaskConfig
+
+    config = _build(MultitaskConfig, values, f"{source}: multitask")
+    try:
+        config.validate("multitask")
+    except ValueError as err:
+        raise RecipeError(f"{source}: {err}") from err
+    if config.joint and config.loss_balancing == "gradnorm" and freeze_encoder is True and not config.gradnorm_layer:
+        raise RecipeError(
+            f"{source}: multitask.loss_balancing: gradnorm measures gradients on a shared trained layer, and "
+            "freeze_encoder is true: train the encoder or name a trainable layer in multitask.gradnorm_layer"
+        )
+    return config
 
 
 def apply_override(values: dict[str, Any], assignment: str, source: str = "--set") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -10,7 +11,7 @@ import tempfile
 import time
 from typing import Any, Optional, Union
 
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, set_seed
 
 from .base_models import resolve_base_model
 from .data import cs224n_path, load_cs224n, load_cs224n_file, write_cs224n_predictions
@@ -58,8 +59,9 @@ def _cap(datasets: dict, limits: dict[str, int], seed: int, where: str) -> dict:
     return out
 
 
-def train(recipe: Recipe, resume: Union[bool, str, None] = None) -> dict[str, Any]:
-    """Train `recipe`, save the final bundle in its output_dir, score the dev files, write the report."""
+def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Optional[list] = None) -> dict[str, Any]:
+    """Train `recipe`, save the final bundle in its output_dir, score the dev files, write the report.
+    `callbacks` are extra `TrainerCallback`s (the benchmarks time steps with one)."""
     check_output_dir(recipe.output_dir)
     tasks = recipe.task_specs()
     data_dir = recipe.data_dir()
@@ -71,6 +73,7 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None) -> dict[str, An
     dev_sets = _cap(dev_sets, recipe.data.max_eval_examples, args.seed, f"{recipe.source}: data.max_eval_examples")
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(recipe.base_model))
+    set_seed(args.seed)  # the adapters' and heads' initial weights: the same seed gives the same run
     model = MultiTaskModel.from_base(
         recipe.base_model,
         tasks,
@@ -78,17 +81,31 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None) -> dict[str, An
         freeze_encoder=recipe.freeze_encoder,
         max_length=recipe.max_length,
     )
-    trainer = MultiTaskTrainer(
+    augmenting_collator = None
+    if recipe.augment is not None and recipe.augment.tasks:
+        from .data.augment import EDAAugmenter
+
+        augmenter = EDAAugmenter(recipe.augment, seed=args.seed)
+        augmenting_collator = MultiTaskCollator(tokenizer, tasks, max_length=recipe.max_length, augment=augmenter)
+    trainer_class = MultiTaskTrainer
+    if recipe.sampling.name == "hybrid":  # sequential and joint epochs alternate (hf_pals.training.curriculum)
+        from .training.curriculum import HybridTrainer as trainer_class
+    trainer = trainer_class(
         model,
         args,
         train_datasets=train_sets,
         eval_datasets=dev_sets,
         tokenizer=tokenizer,
-        steps_per_epoch=recipe.sampling.steps_per_epoch,
+        data_collator=augmenting_collator,
+        sampling=dataclasses.asdict(recipe.sampling),
+        group_by_length=recipe.data.group_by_length,
         learning_rates=recipe.learning_rates,
         max_length=recipe.max_length,
         eval_batch_size=recipe.eval_batch_size,
+        callbacks=callbacks,
+        multitask=recipe.multitask,
     )
+    trainer.smart = recipe.smart  # SMART (hf_pals.training.smart) for the tasks it weighs, or None
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume or None)
     train_seconds = time.perf_counter() - started
@@ -99,16 +116,17 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None) -> dict[str, An
     report["split"] = "dev"
     report["timing"] = {"train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1)}
     report["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    report["task_steps"] = {t: sum(1 for s in range(args.max_steps) if trainer.schedule.task_at(s) == t) for t in names}
+    report["task_steps"] = trainer.task_steps()
     if trainer.is_world_process_zero():
         with open(os.path.join(recipe.output_dir, REPORT_NAME), "w") as f:
             json.dump(report, f, indent=2)
     return report
 
 
-def load_for_inference(model_dir: str):
-    """A saved bundle, its tokenizer and a collator, ready to predict."""
-    model = MultiTaskModel.from_pretrained(model_dir)
+def load_for_inference(model_dir: str, allow_pickle: bool = False):
+    """A saved bundle, its tokenizer and a collator, ready to predict (`allow_pickle`: see
+    `MultiTaskModel.from_pretrained`)."""
+    model = MultiTaskModel.from_pretrained(model_dir, allow_pickle=allow_pickle)
     has_tokenizer = os.path.exists(os.path.join(model_dir, "tokenizer_config.json"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir if has_tokenizer else resolve_base_model(model.base_model_name_or_path))
     return model, MultiTaskCollator(tokenizer, model.tasks, max_length=model.max_length)

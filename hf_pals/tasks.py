@@ -1,7 +1,7 @@
 """What a task is: its name, kind, text columns, pair encoding, head, loss and metric.
 
 A `TaskSpec` is plain data (it round-trips through JSON in a saved bundle and through YAML in a recipe);
-`heads.py` turns it into modules and `losses.py` into a loss.
+`heads.py` turns it into modules and a loss.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from typing import Any, Optional
 KINDS = ("classification", "binary", "regression")
 PAIR_ENCODINGS = ("packed", "siamese")
 POOLINGS = ("cls", "mean", "max")
-HEADS = ("linear", "cosine")
-LOSSES = ("cross_entropy", "bce", "mse")
+HEADS = ("linear", "cosine", "cosine_relu", "linear_cosine")
+#: Heads that compare the two sentence vectors of a siamese pair, so need one.
+SIAMESE_HEADS = ("cosine", "cosine_relu", "linear_cosine")
+LOSSES = ("cross_entropy", "bce", "mse", "one_minus_pearson")
 
 _DEFAULT_LOSS = {"classification": "cross_entropy", "binary": "bce", "regression": "mse"}
 _DEFAULT_METRIC = {"classification": "accuracy", "binary": "accuracy", "regression": "pearsonr"}
@@ -32,10 +34,16 @@ class TaskSpec:
             each sentence alone (Sentence-BERT), which suits a base trained for cosine similarity.
         pooling: "cls", "mean" (over the attention mask) or "max".
         head: "linear" (dropout + linear on the pooled vector, or on [u, v, |u-v|, u*v] for siamese
-            pairs) or "cosine" (siamese only: cosine similarity of u and v, scaled to `label_max`).
-        loss: "cross_entropy", "bce" or "mse"; defaults by kind.
+            pairs), or one of the siamese-only heads (details in `heads.TaskHead`):
+            "cosine" (cos(u, v) scaled to `label_max`), "cosine_relu" (ReLU(cos(u, v)) * label_max, the
+            CS224N reports' STS head) or "linear_cosine" (a shared linear projection W, then cos(Wu, Wv):
+            a logit s * (cos - t) with learnable s, t for binary tasks, cos * label_max for regression).
+        loss: "cross_entropy", "bce", "mse" or "one_minus_pearson" (1 - Pearson r of the batch's scores
+            and labels; regression only); defaults by kind.
         label_max: the top of a regression label's range (5 for STS); labels lie in [0, label_max].
         metric: "accuracy" or "pearsonr"; defaults by kind.
+        top_layer: add a task-specific transformer layer on top of the shared encoder (and the task's
+            adapter), initialised as a copy of the encoder's last layer; part of the task's head.
     """
 
     name: str
@@ -49,6 +57,7 @@ class TaskSpec:
     label_max: float = 1.0
     metric: Optional[str] = None
     dropout: float = 0.1
+    top_layer: bool = False
 
     def __post_init__(self):
         self.text_columns = tuple(self.text_columns)
@@ -66,8 +75,12 @@ class TaskSpec:
             self.num_labels = 1
         if len(self.text_columns) not in (1, 2):
             raise ValueError(f"{where}: text_columns must name one or two columns, got {list(self.text_columns)}")
-        if self.head == "cosine" and not (self.is_pair and self.pair_encoding == "siamese"):
-            raise ValueError(f"{where}: head 'cosine' needs a sentence pair with pair_encoding 'siamese'")
+        if self.head in SIAMESE_HEADS and not (self.is_pair and self.pair_encoding == "siamese"):
+            raise ValueError(f"{where}: head {self.head!r} needs a sentence pair with pair_encoding 'siamese'")
+        if self.head == "linear_cosine" and self.kind == "classification":
+            raise ValueError(f"{where}: head 'linear_cosine' gives one score, it suits binary or regression tasks")
+        if self.loss == "one_minus_pearson" and self.kind != "regression":
+            raise ValueError(f"{where}: loss 'one_minus_pearson' needs kind 'regression', got {self.kind!r}")
 
     @property
     def is_pair(self) -> bool:

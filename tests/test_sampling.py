@@ -97,3 +97,31 @@ def test_sampler_is_deterministic_for_resume():
     first, _ = _sampler()
     second, _ = _sampler()
     assert list(first) == list(second)
+
+
+def test_length_grouping_keeps_every_row_and_cuts_padding():
+    from hf_pals.data.length_grouping import group_by_length
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 80, size=1000)
+    order = rng.permutation(1000)
+    grouped = group_by_length(order, lengths, batch_size=32, rng=np.random.default_rng(1))
+    assert sorted(grouped.tolist()) == list(range(1000))
+
+    def padded(o):
+        return sum(lengths[o[i : i + 32]].max() * len(o[i : i + 32]) for i in range(0, len(o), 32))
+
+    assert padded(grouped) < 0.7 * padded(order)
+    # batches are not sorted globally: the longest batch is not always first
+    firsts = [lengths[grouped[i : i + 32]].max() for i in range(0, 1000, 32)]
+    assert firsts != sorted(firsts, reverse=True)
+
+
+def test_batch_sampler_groups_lengths_within_a_task():
+    sizes = {"a": 64, "b": 64}
+    schedule = AnnealedTaskSchedule(sizes, steps_per_epoch=8, num_steps=8, seed=0)
+    lengths = {"a": list(range(64)), "b": list(range(64))}
+    sampler = MultiTaskBatchSampler(schedule, {"a": 0, "b": 64}, 8, 8, lengths=lengths)
+    for batch in sampler:
+        local = [i % 64 for i in batch]
+        assert max(local) - min(local) == 7  # eight consecutive lengths

@@ -34,7 +34,7 @@ def _datasets(n=24):
     }
 
 
-def _trainer(tiny_base, output_dir, max_steps=6, callbacks=None, learning_rates=None, **args):
+def _trainer(tiny_base, output_dir, max_steps=6, callbacks=None, learning_rates=None, sampling=None, **args):
     torch.manual_seed(0)
     tasks = {
         "sst": cs224n_task("sst"),
@@ -50,10 +50,9 @@ def _trainer(tiny_base, output_dir, max_steps=6, callbacks=None, learning_rates=
         learning_rate=1e-3,
         save_steps=3,
         logging_steps=3,
-        report_to="none",
         seed=11,
         use_cpu=True,
-        **args,
+        **{"report_to": "none", **args},
     )
     return MultiTaskTrainer(
         model,
@@ -65,6 +64,7 @@ def _trainer(tiny_base, output_dir, max_steps=6, callbacks=None, learning_rates=
         learning_rates=learning_rates,
         max_length=16,
         callbacks=callbacks,
+        sampling=sampling,
     )
 
 
@@ -135,3 +135,18 @@ def test_unknown_training_task_is_named(tiny_base, tmp_path):
     trainer = _trainer(tiny_base, tmp_path)
     with pytest.raises(ValueError, match="mnli"):
         MultiTaskTrainer(trainer.model, trainer.args, train_datasets={"mnli": _datasets()["sst"]})
+
+
+def test_sampling_probabilities_and_task_losses_reach_tensorboard(tiny_base, tmp_path):
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    trainer = _trainer(tiny_base, tmp_path, sampling="round_robin", report_to="tensorboard")
+    trainer.train()
+    sampling = [h for h in trainer.state.log_history if "sampling_epoch" in h]
+    assert [(h["step"], h["sampling_epoch"]) for h in sampling] == [(0, 1), (3, 2)]  # steps_per_epoch=3
+    assert all(h[f"sampling_p_{t}"] == pytest.approx(1 / 3) for h in sampling for t in ("sst", "quora", "sts"))
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert [h["batches_sst"] for h in logged] == [1, 1]  # round robin: each task once per 3 steps
+    (events,) = tmp_path.glob("runs/*/events.out.tfevents.*")
+    tags = accumulator.EventAccumulator(str(events)).Reload().Tags()["scalars"]
+    for task in ("sst", "quora", "sts"):
+        assert {f"train/loss_{task}", f"train/batches_{task}", f"train/sampling_p_{task}"} <= set(tags)

@@ -46,17 +46,23 @@ class MultiTaskCollator:
     Single sentences and packed pairs (`[CLS] a [SEP] b [SEP]`) give one row per example; siamese pairs
     give the first sentences then the second sentences (2 x batch rows), which the model splits in half.
     Tokenizing here, with dynamic padding, keeps the datasets as plain text.
+
+    `augment` (an `hf_pals.data.augment.EDAAugmenter`) rewrites the rows of its tasks before tokenizing, in
+    `__call__` only: the trainer's batches are augmented, `encode` (used by evaluation) never is.
     """
 
-    def __init__(self, tokenizer, tasks: dict[str, TaskSpec], max_length: int = 128):
+    def __init__(self, tokenizer, tasks: dict[str, TaskSpec], max_length: int = 128, augment=None):
         self.tokenizer = tokenizer
         self.tasks = tasks
         self.max_length = max_length
+        self.augment = augment
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         task = features[0]["task"]
         if any(f["task"] != task for f in features):
             raise ValueError("MultiTaskCollator expects one task per batch")
+        if self.augment is not None:
+            features = self.augment(task, features, self.tasks[task].text_columns)
         batch = self.encode(task, features)
         if "label" in features[0]:
             dtype = torch.long if self.tasks[task].kind == "classification" else torch.float32

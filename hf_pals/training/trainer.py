@@ -4,29 +4,58 @@ Like sentence-transformers' trainer it overrides a handful of hooks and keeps th
 checkpointing, schedulers and Accelerate integration of the framework:
 
 - `get_train_dataloader`: batches come from `MultiTaskBatchSampler`, one task per optimizer step, drawn
-  by annealed sampling (p_i ∝ N_i^alpha) from a schedule that is a pure function of (seed, step);
+  from a task schedule (annealed by default, see `hf_pals.data.sampling`) that is a pure function of
+  (seed, step);
 - `compute_loss`: routes the batch to its task's adapter, head and loss; stops on a non-finite loss;
+  at the first step of each sampling epoch it logs the epoch's task probabilities
+  (`sampling_epoch`, `sampling_p_<task>`), so they reach the trainer state and every `report_to`;
 - `create_optimizer`: separate learning rates for the encoder, the adapters and the heads;
 - `evaluate`: scores every task with `evaluate` metrics, plus the overall score;
 - `_save` / `_load_from_checkpoint`: checkpoints are `MultiTaskModel` bundles (safetensors).
+
+With `multitask.step_mode="joint"` every step trains every task instead (see `hf_pals.training.joint`):
+`get_train_dataloader` yields one joint batch (a batch of each task) per micro-batch, `compute_loss`
+combines the tasks' losses with the configured loss balancing, and `training_step` hands the gradients to
+`JointTraining` (gradient surgery, reduction across processes). Learnable balancing parameters get their
+own optimizer group ("loss_balancing") and the balancing state is saved with the optimizer in every
+checkpoint (`joint_state.safetensors`), so joint runs resume exactly too.
 """
 
 from __future__ import annotations
 
-
+import copy
+import hashlib
+import json
 import os
 from collections import defaultdict
 from typing import Any, Optional
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 
+from ..data.length_grouping import text_lengths
 from ..data.multitask import MultiTaskCollator, MultiTaskDataset
-from ..data.sampling import AnnealedTaskSchedule, MultiTaskBatchSampler
+from ..data.sampling import MultiTaskBatchSampler, SamplingSpec, build_task_schedule
 from ..evaluation import evaluate_tasks
+from .gradient_surgery import EpisodicMemory
+from .joint import JOINT_KEY, JointBatchSampler, JointCollator, JointTraining, MultitaskConfig
 
 TRAINING_ARGS_NAME = "training_args.bin"
+#: Loss-balancing state of a joint run, saved next to the optimizer state in every checkpoint.
+JOINT_STATE_NAME = "joint_state.safetensors"
+#: Set (to anything) to make every process append the task and a digest of each training batch, then a
+#: digest of its final weights, to OUTPUT_DIR/task_log.rank<k>.jsonl: a check that distributed ranks agree.
+TASK_LOG_ENV = "HF_PALS_TASK_LOG"
+
+
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """A short SHA-256 of the tensors' bytes (equal tensors on two processes give equal digests)."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -41,10 +70,19 @@ class MultiTaskTrainer(Trainer):
         args: `TrainingArguments`; `max_steps` must be set (an epoch is `steps_per_epoch` steps).
         train_datasets / eval_datasets: task name -> dataset with the task's text columns and "label".
         tokenizer: used by the default `MultiTaskCollator` and saved with checkpoints.
-        steps_per_epoch: optimizer steps per annealing epoch (default: the whole run is one epoch).
+        steps_per_epoch: optimizer steps per sampling epoch (default: the whole run is one epoch).
         learning_rates: optional {"encoder": lr, "adapters": lr, "heads": lr}; missing ones use
             `args.learning_rate`.
         max_length: truncation length of the default collator.
+        sampling: the task schedule: a name ("annealed", the default, "proportional", "sqrt",
+            "temperature", "uniform", "round_robin"), "module:function", a function
+            `fn(step, epoch, num_epochs, sizes) -> probabilities`, a recipe-style mapping
+            {"name": ..., "steps_per_epoch": ..., "temperature": ...}, or a `TaskSchedule`.
+        group_by_length: batch rows of similar length together within each task (less padding).
+        multitask: a `MultitaskConfig` (or a mapping of its fields): `step_mode` "single" (default) or
+            "joint", and in joint mode `loss_balancing` and `gradient_surgery` with their settings. In
+            joint mode `per_device_train_batch_size` is per task and `sampling` is not used; a
+            "loss_balancing" entry of `learning_rates` sets the learnable balancing parameters' rate.
     """
 
     def __init__(
@@ -59,6 +97,9 @@ class MultiTaskTrainer(Trainer):
         learning_rates: Optional[dict[str, float]] = None,
         max_length: int = 128,
         eval_batch_size: Optional[int] = None,
+        sampling: SamplingSpec = None,
+        group_by_length: bool = False,
+        multitask: Any = None,
         **kwargs,
     ):
         if args.max_steps is None or args.max_steps <= 0:
@@ -68,21 +109,31 @@ class MultiTaskTrainer(Trainer):
         unknown = sorted(set(train_datasets) - set(model.tasks))
         if unknown:
             raise ValueError(f"train_datasets has task(s) {unknown} that the model lacks; it has {sorted(model.tasks)}")
-        unknown_groups = sorted(set(learning_rates or {}) - {"encoder", "adapters", "heads"})
+        unknown_groups = sorted(set(learning_rates or {}) - {"encoder", "adapters", "heads", "loss_balancing"})
         if unknown_groups:
-            raise ValueError(f"learning_rates: unknown group(s) {unknown_groups}; use encoder, adapters, heads")
+            raise ValueError(
+                f"learning_rates: unknown group(s) {unknown_groups}; use encoder, adapters, heads, loss_balancing"
+            )
+        self.multitask = MultitaskConfig.from_value(multitask)
+        self.multitask.validate()
+        if self.multitask.joint and args.fp16:
+            raise ValueError("multitask.step_mode joint does not support fp16 loss scaling; use bf16 or fp32")
         args.remove_unused_columns = False
         if args.ddp_find_unused_parameters is None:
             # Only one task's adapter and head take part in a step; DDP must not wait for the others.
             args.ddp_find_unused_parameters = True
         self.train_datasets = dict(train_datasets)
         self.eval_datasets = dict(eval_datasets or {})
-        self.steps_per_epoch = steps_per_epoch or args.max_steps
         self.learning_rates = dict(learning_rates or {})
+        self.group_by_length = group_by_length
         self.eval_batch_size = eval_batch_size or args.per_device_eval_batch_size
         data_collator = data_collator or MultiTaskCollator(tokenizer, model.tasks, max_length=max_length)
-        self.schedule = AnnealedTaskSchedule(
-            {t: len(d) for t, d in self.train_datasets.items()}, self.steps_per_epoch, args.max_steps, seed=args.seed
+        self.schedule = build_task_schedule(
+            sampling,
+            {t: len(d) for t, d in self.train_datasets.items()},
+            args.max_steps,
+            seed=args.seed,
+            steps_per_epoch=steps_per_epoch,
         )
         super().__init__(
             model=model,
@@ -95,9 +146,39 @@ class MultiTaskTrainer(Trainer):
         )
         self._task_loss_sum: dict[str, float] = defaultdict(float)
         self._task_steps: dict[str, int] = defaultdict(int)
+        self._logged_sampling_epoch: Optional[int] = None
+        self.joint: Optional[JointTraining] = self._build_joint_training() if self.multitask.joint else None
+
+    def _build_joint_training(self) -> JointTraining:
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            raise ValueError("multitask.step_mode joint supports one process or DDP, not FSDP or DeepSpeed")
+        model = self.accelerator.unwrap_model(self.model)
+        tasks = {t: model.tasks[t] for t in self.train_datasets}
+        memory = None
+        if self.multitask.gradient_surgery == "agem":
+            collate = self.data_collator
+            if getattr(collate, "augment", None) is not None:  # the memory holds the real examples
+                collate = copy.copy(collate)
+                collate.augment = None
+            memory = EpisodicMemory(self.train_datasets, self.multitask.memory_size, self.args.seed, collate)
+            memory.batches = {t: self._prepare_input(b) for t, b in memory.batches.items()}
+        joint = JointTraining(
+            self.multitask, tasks, seed=self.args.seed, memory=memory, autocast=self.compute_loss_context_manager
+        )
+        joint.balancer.to(self.args.device)
+        return joint
+
+    def task_steps(self) -> dict[str, int]:
+        """How many of the run's optimizer steps train each task (all of them in joint mode)."""
+        steps = self.args.max_steps
+        if self.joint is not None:
+            return dict.fromkeys(self.train_datasets, steps)
+        return {t: sum(1 for s in range(steps) if self.schedule.task_at(s) == t) for t in self.train_datasets}
 
     # ----------------------------------------------------------------------------------------- data
     def get_train_dataloader(self) -> DataLoader:
+        if self.joint is not None:
+            return self._joint_train_dataloader()
         dataset = self.train_dataset
         sampler = MultiTaskBatchSampler(
             self.schedule,
@@ -106,6 +187,7 @@ class MultiTaskTrainer(Trainer):
             num_steps=self.args.max_steps,
             num_processes=self.args.world_size,
             gradient_accumulation_steps=self.args.gradient_accumulation_steps,
+            lengths=self._row_lengths() if self.group_by_length else None,
         )
         loader = DataLoader(
             dataset,
@@ -116,11 +198,63 @@ class MultiTaskTrainer(Trainer):
         )
         return self.accelerator.prepare(loader)
 
+    def _joint_train_dataloader(self) -> DataLoader:
+        """Joint mode: one joint batch (`per_device_train_batch_size` rows of every task) per micro-batch."""
+        dataset = self.train_dataset
+        sampler = JointBatchSampler(
+            dataset.sizes(),
+            dataset.offsets,
+            batch_size=self.args.per_device_train_batch_size,
+            num_steps=self.args.max_steps,
+            num_processes=self.args.world_size,
+            gradient_accumulation_steps=self.args.gradient_accumulation_steps,
+            seed=self.args.seed,
+            lengths=self._row_lengths() if self.group_by_length else None,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=JointCollator(self.data_collator),
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
+
+    def _row_lengths(self) -> dict[str, list[int]]:
+        """Per task, the text length of each training row, for `group_by_length`."""
+        model = self.accelerator.unwrap_model(self.model)
+        return {
+            task: text_lengths(dataset, model.tasks[task].text_columns, siamese=model.tasks[task].is_siamese)
+            for task, dataset in self.train_datasets.items()
+        }
+
     # ----------------------------------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The task's loss; in training, plus λ_s R_s (SMART, `hf_pals.training.smart`) for the tasks with a
+        weight in `self.smart` (a `SMARTConfig`; set the attribute after building the trainer).
+        A joint batch gives the balanced combination of every task's loss (`_compute_joint_loss`)."""
+        if JOINT_KEY in inputs:
+            return self._compute_joint_loss(model, inputs[JOINT_KEY], return_outputs)
         task = inputs["task"]
+        smart = getattr(self, "smart", None)
+        smart_weight = smart.weight(task) if smart is not None and model.training else 0.0
+        if smart_weight > 0:
+            from .smart import capture_rng_state, smart_penalty
+
+            rng_state = capture_rng_state()
         outputs = model(**inputs)
         loss = outputs["loss"]
+        if smart_weight > 0:
+            penalty = smart_penalty(
+                self.accelerator.unwrap_model(model),
+                inputs,
+                outputs["logits"],
+                smart,
+                rng_state=rng_state,
+                seed=self.args.seed,
+                step=self.state.global_step,
+            )
+            loss = loss + smart_weight * penalty
         if not torch.isfinite(loss.detach()).all():
             raise NonFiniteLossError(
                 f"task {task!r} gave a non-finite loss ({loss.item()}) at step {self.state.global_step + 1}; "
@@ -129,7 +263,71 @@ class MultiTaskTrainer(Trainer):
         if model.training:
             self._task_loss_sum[task] += float(loss.detach())
             self._task_steps[task] += 1
+            self._log_sampling_epoch()
+            if os.environ.get(TASK_LOG_ENV):
+                self._write_task_log(step=self.state.global_step, task=task, batch=tensor_digest(inputs["input_ids"]))
         return (loss, outputs) if return_outputs else loss
+
+    def _compute_joint_loss(self, model, batches: dict[str, dict], return_outputs: bool = False):
+        """Joint mode: each task's loss (`compute_loss` on its batch, through the unwrapped model: DDP
+        reduction is `JointTraining`'s), combined by the loss balancer. The outputs are the per-task
+        `losses` and balanced `terms` (which sum to the loss)."""
+        if self.joint is None:
+            raise ValueError("a joint batch needs a trainer built with multitask step_mode 'joint'")
+        module = self.accelerator.unwrap_model(model)
+        losses = {task: self.compute_loss(module, batches[task]) for task in self.joint.tasks}
+        terms = self.joint.balancer.terms(losses)
+        loss = torch.stack(list(terms.values())).sum()
+        return (loss, {"losses": losses, "terms": terms}) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """`Trainer.training_step`; in joint mode the backward (loss balancing, gradient surgery, reduction
+        across processes) is `JointTraining.backward`."""
+        if self.joint is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        self.joint.start_micro_batch()
+        with self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        del inputs
+        steps = getattr(self, "current_gradient_accumulation_steps", None) or self.args.gradient_accumulation_steps
+        self.joint.backward(
+            self.accelerator.unwrap_model(model),
+            outputs["losses"],
+            outputs["terms"],
+            accumulation_steps=steps,
+            sync=self.accelerator.sync_gradients,
+            step=self.state.global_step,
+        )
+        return loss.detach() / steps
+
+    def _log_sampling_epoch(self) -> None:
+        """At the first step of a sampling epoch, logs its number and the schedule's p of each task."""
+        if self.joint is not None:  # joint steps train every task: no task sampling
+            return
+        step = self.state.global_step
+        epoch = self.schedule.epoch_of(step)
+        if step != self.schedule.epoch_steps(epoch)[0] or epoch == self._logged_sampling_epoch:
+            return
+        self._logged_sampling_epoch = epoch
+        probabilities = self.schedule.probabilities(epoch)
+        self.log({"sampling_epoch": epoch, **{f"sampling_p_{t}": round(p, 6) for t, p in probabilities.items()}})
+
+    def _write_task_log(self, **record) -> None:
+        """Appends a line to this process's OUTPUT_DIR/task_log.rank<k>.jsonl (see `TASK_LOG_ENV`)."""
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        path = os.path.join(self.args.output_dir, f"task_log.rank{self.args.process_index}.jsonl")
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def train(self, *args, **kwargs):
+        """`Trainer.train`; with `TASK_LOG_ENV` set, then logs a digest of this process's final weights."""
+        output = super().train(*args, **kwargs)
+        if os.environ.get(TASK_LOG_ENV):
+            weights = self.accelerator.unwrap_model(self.model).state_dict()
+            self._write_task_log(step=self.state.global_step, weights=tensor_digest(*weights.values()))
+        return output
 
     def log(self, logs: dict[str, float], start_time: Optional[float] = None) -> None:
         """Adds the mean loss and the number of batches of each task since the last log."""
@@ -140,6 +338,8 @@ class MultiTaskTrainer(Trainer):
                 logs[f"batches_{task}"] = steps
             self._task_loss_sum.clear()
             self._task_steps.clear()
+        if "loss" in logs and self.joint is not None:
+            logs.update(self.joint.log_values())  # loss_weight_<task>, grad_conflicts
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------------------------ optimizer
@@ -169,6 +369,10 @@ class MultiTaskTrainer(Trainer):
             }
             for (group, with_decay), params in sorted(groups.items())
         ]
+        balancing = [p for p in self.joint.balancer.parameters() if p.requires_grad] if self.joint else []
+        if balancing:  # learnable loss weights (uncertainty, GradNorm): no weight decay
+            lr = self.learning_rates.get("loss_balancing", self.args.learning_rate)
+            param_groups.append({"params": balancing, "weight_decay": 0.0, "lr": lr})
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return self.optimizer
 
@@ -203,5 +407,26 @@ class MultiTaskTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
         model.load_weights(resume_from_checkpoint)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """Also saves the joint mode's loss-balancing state (learnable weights, loss histories)."""
+        super()._save_optimizer_and_scheduler(output_dir)
+        state = self.joint.balancer.state_dict() if self.joint is not None else {}
+        if state and self.args.should_save:
+            os.makedirs(output_dir, exist_ok=True)
+            tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+            save_file(tensors, os.path.join(output_dir, JOINT_STATE_NAME), metadata={"format": "pt"})
+
+    def _load_optimizer_and_scheduler(self, checkpoint: Optional[str]) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None or self.joint is None or not self.joint.balancer.state_dict():
+            return
+        path = os.path.join(checkpoint, JOINT_STATE_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{path} not found: checkpoint {checkpoint} has no state for loss_balancing "
+                f"{self.multitask.loss_balancing!r} (was it written by a run with another multitask section?)"
+            )
+        self.joint.balancer.load_state_dict(load_file(path))
 
 

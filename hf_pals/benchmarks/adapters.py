@@ -1,0 +1,171 @@
+"""Adapter benchmark (issue 3): PAL training steps against plain fine-tuning and PEFT's LoRA, peak
+memory of each, and mixed-task batch inference against single-task batches.
+
+All candidates use the same base model (all-MiniLM-L6-v2 by default) and the same batch of real Quora
+pairs packed to `max_length`; step times are interleaved medians from one process. Peak memory is read
+in a child process per candidate (its peak RSS minus its RSS before the first step).
+
+    hf-pals bench adapters --data-dir ../shared/data/cs224n [--batch-size 32] [--max-length 64]
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModel, AutoTokenizer
+
+from ..base_models import resolve_base_model
+from ..tuner import PALConfig
+from .common import interleaved_medians, peak_rss_mib, real_pairs, train_step_fn
+
+CANDIDATES = ("full_finetune", "pal", "pal_frozen_encoder", "lora")
+
+
+def pal_trainable_parameters(bert) -> int:
+    config = PALConfig()
+    return config.parameter_count(bert.config.hidden_size, bert.config.num_hidden_layers)
+
+
+def lora_rank_matching(bert, target: int) -> int:
+    """LoRA rank on query/key/value/dense of every layer giving about `target` trainable parameters."""
+    d, layers = bert.config.hidden_size, bert.config.num_hidden_layers
+    per_rank = layers * 4 * 2 * d  # A (r x d) and B (d x r) for four d x d projections
+    return max(1, round(target / per_rank))
+
+
+def build(candidate: str, base: str):
+    """(model, number of trainable parameters) for one candidate; a linear head makes the loss."""
+    torch.manual_seed(0)
+    bert = AutoModel.from_pretrained(base)
+    if candidate == "full_finetune":
+        model = bert
+    elif candidate in ("pal", "pal_frozen_encoder"):
+        model = get_peft_model(bert, PALConfig(init_pal_weights="bert"), adapter_name="task")
+        if candidate == "pal":
+            for name, param in model.named_parameters():
+                param.requires_grad_(True)
+    elif candidate == "lora":
+        rank = lora_rank_matching(bert, pal_trainable_parameters(bert))
+        config = LoraConfig(r=rank, lora_alpha=rank, target_modules=["query", "key", "value", "attention.output.dense"])
+        model = get_peft_model(bert, config)
+    else:
+        raise ValueError(f"unknown candidate {candidate!r}; choose from {CANDIDATES}")
+    head = torch.nn.Linear(bert.config.hidden_size, 1)
+    wrapper = torch.nn.ModuleDict({"encoder": model, "head": head}).train()
+    trainable = sum(p.numel() for p in wrapper.parameters() if p.requires_grad)
+    return wrapper, trainable
+
+
+def loss_fn(wrapper, batch, labels, adapter: bool):
+    kwargs = {"adapter_names": "task"} if adapter else {}
+
+    def compute():
+        hidden = wrapper["encoder"](**batch, **kwargs).last_hidden_state
+        logits = wrapper["head"](hidden[:, 0]).squeeze(-1)
+        return F.binary_cross_entropy_with_logits(logits, labels)
+
+    return compute
+
+
+def make_batch(base: str, data_dir: str, batch_size: int, max_length: int):
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    rows = real_pairs(data_dir, "quora", batch_size)
+    batch = tokenizer(
+        [r["sentence1"] for r in rows],
+        [r["sentence2"] for r in rows],
+        padding="max_length",
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+    )
+    labels = torch.tensor([float(r["label"]) for r in rows])
+    return dict(batch), labels
+
+
+def mixed_batch_throughput(base: str, data_dir: str, batch_size: int, max_length: int, repeats: int) -> dict:
+    """Rows/s of one forward over a batch mixing three tasks' rows, against three single-task forwards."""
+    torch.manual_seed(0)
+    bert = AutoModel.from_pretrained(base).eval()
+    model = get_peft_model(bert, PALConfig(init_pal_weights="bert"), adapter_name="sst")
+    model.add_adapter("quora", PALConfig(init_pal_weights="bert"))
+    model.add_adapter("sts", PALConfig(init_pal_weights="bert"))
+    model.base_model.set_adapter(["sst", "quora", "sts"])
+    model.eval()
+    batch, _ = make_batch(base, data_dir, batch_size, max_length)
+    tasks = ["sst", "quora", "sts"]
+    mixed = {k: v.repeat(len(tasks), 1) for k, v in batch.items()}
+    names = [t for t in tasks for _ in range(batch_size)]
+
+    @torch.no_grad()
+    def singles():
+        for task in tasks:
+            model(**batch, adapter_names=task)
+
+    @torch.no_grad()
+    def one_mixed():
+        model(**mixed, adapter_names=names)
+
+    times = interleaved_medians({"single": singles, "mixed": one_mixed}, warmup=2, repeats=repeats)
+    rows = batch_size * len(tasks)
+    single_rate, mixed_rate = rows / times["single"], rows / times["mixed"]
+    return {
+        "rows_per_s_single_task_batches": round(single_rate, 1),
+        "rows_per_s_mixed_task_batch": round(mixed_rate, 1),
+        "mixed_over_single_throughput": round(mixed_rate / single_rate, 3),
+    }
+
+
+def memory_of(candidate: str, base: str, data_dir: str, batch_size: int, max_length: int) -> float:
+    """Peak RSS growth (MiB) of three training steps of `candidate`, in a fresh child process."""
+    code = (
+        "import json, sys; from hf_pals.benchmarks.adapters import _memory_child; "
+        f"print(json.dumps(_memory_child({candidate!r}, {base!r}, {data_dir!r}, {batch_size}, {max_length})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _memory_child(candidate, base, data_dir, batch_size, max_length) -> float:
+    wrapper, _ = build(candidate, base)
+    batch, labels = make_batch(base, data_dir, batch_size, max_length)
+    step = train_step_fn(wrapper, loss_fn(wrapper, batch, labels, adapter=candidate != "full_finetune"))
+    before = peak_rss_mib()
+    for _ in range(3):
+        step()
+    return round(peak_rss_mib() - before, 1)
+
+
+def run(data_dir: str, base_model: str, batch_size: int = 32, max_length: int = 64, repeats: int = 12) -> dict[str, Any]:
+    base = resolve_base_model(base_model)
+    batch, labels = make_batch(base, data_dir, batch_size, max_length)
+    steps, trainable = {}, {}
+    for candidate in CANDIDATES:
+        wrapper, trainable[candidate] = build(candidate, base)
+        steps[candidate] = train_step_fn(
+            wrapper, loss_fn(wrapper, copy.copy(batch), labels, adapter=candidate != "full_finetune")
+        )
+    times = interleaved_medians(steps, warmup=2, repeats=repeats)
+    memory = {c: memory_of(c, base, data_dir, batch_size, max_length) for c in CANDIDATES}
+    full = times["full_finetune"]
+    return {
+        "base_model": base_model,
+        "batch": {"task": "quora", "rows": batch_size, "max_length": max_length, "threads": torch.get_num_threads()},
+        "train_step_seconds": {c: round(t, 4) for c, t in times.items()},
+        "trainable_parameters": trainable,
+        "ratios": {
+            "pal_over_full_finetune": round(times["pal"] / full, 3),
+            "pal_over_lora": round(times["pal"] / times["lora"], 3),
+            "pal_frozen_encoder_over_full_finetune": round(times["pal_frozen_encoder"] / full, 3),
+        },
+        "targets": {"pal_over_full_finetune": "<= 1.10", "pal_frozen_encoder_over_full_finetune": "<= 0.80",
+                    "mixed_over_single_throughput": ">= 0.90"},
+        "peak_memory_growth_mib": memory,
+        "mixed_task_inference": mixed_batch_throughput(base, data_dir, batch_size, max_length, repeats),
+    }

@@ -1,0 +1,106 @@
+"""`MultiTaskPredictor`: predictions of a saved bundle on plain texts, for downstream code.
+
+    predictor = MultiTaskPredictor.from_pretrained("runs/cs224n_pals")   # or a Hub repo id
+    predictor.predict("sst", ["a gripping , funny film", "dull"])
+    # [{"label": 4, "score": 0.61}, {"label": 0, "score": 0.55}]
+    predictor.predict("quora", [("how do i cook rice ?", "what is the way to cook rice ?")])
+    # [{"label": 1, "score": 0.93}]
+    predictor.predict("sts", [("a man plays a guitar .", "a man is playing guitar .")])
+    # [{"label": 4.4, "score": 4.4}]
+
+Like a transformers pipeline, each prediction is `{"label", "score"}`: for a classification task the
+argmax class and its softmax probability; for a binary task the label (1 when the logit is > 0) and
+the sigmoid probability of that label; for a regression task the predicted value in both fields.
+Batching goes through `hf_pals.evaluation.predict_outputs`, the path evaluation uses.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Sequence, Union
+
+import torch
+
+from .evaluation import predict_outputs
+from .heads import predictions as head_predictions
+
+TextInput = Union[str, tuple[str, str]]
+
+
+class MultiTaskPredictor:
+    """A loaded bundle (model + collator) that predicts any of its tasks for raw texts."""
+
+    def __init__(self, model, collator, batch_size: int = 32):
+        self.model = model.eval()
+        self.collator = collator
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name_or_path: str,
+        batch_size: int = 32,
+        device: Union[str, torch.device, None] = None,
+        allow_pickle: bool = False,
+        revision: Optional[str] = None,
+        token: Optional[str] = None,
+    ) -> "MultiTaskPredictor":
+        """Load a bundle directory, or download a Hub repo pushed with `hf-pals push` first.
+
+        `allow_pickle=True` also accepts pickle weights (see `MultiTaskModel.from_pretrained`)."""
+        from .run import load_for_inference
+
+        model_dir = model_name_or_path
+        if not os.path.isdir(model_dir):
+            from huggingface_hub import snapshot_download
+
+            model_dir = snapshot_download(model_name_or_path, revision=revision, token=token)
+        model, collator = load_for_inference(model_dir, allow_pickle=allow_pickle)
+        if device is not None:
+            model.to(device)
+        return cls(model, collator, batch_size=batch_size)
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.model.tasks)
+
+    def predict(
+        self, task: str, inputs: Union[TextInput, Sequence[TextInput]], batch_size: Optional[int] = None
+    ) -> list[dict[str, Any]]:
+        """Predict `task` for `inputs`: texts for a single-sentence task, `(a, b)` tuples for a pair task
+        (a single text or pair is also accepted). Returns one `{"label", "score"}` dict per input."""
+        spec = self._spec(task)
+        rows = self._rows(spec, inputs)
+        outputs = predict_outputs(self.model, self.collator, rows, task, batch_size=batch_size or self.batch_size)
+        labels = head_predictions(spec, outputs)
+        if spec.kind == "classification":
+            scores = outputs.softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        elif spec.kind == "binary":
+            positive = outputs.sigmoid()
+            scores = torch.where(labels.bool(), positive, 1 - positive)
+        else:
+            scores = outputs
+        cast = float if spec.kind == "regression" else int
+        return [{"label": cast(label), "score": float(score)} for label, score in zip(labels.tolist(), scores.tolist())]
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _spec(self, task: str):
+        if task not in self.model.tasks:
+            raise ValueError(f"unknown task {task!r}; this model has tasks {self.tasks}")
+        return self.model.tasks[task]
+
+    @staticmethod
+    def _rows(spec, inputs) -> list[dict[str, str]]:
+        """One row per input, keyed by the task's text columns."""
+        single = isinstance(inputs, str) or (
+            spec.is_pair and isinstance(inputs, tuple) and len(inputs) == 2 and all(isinstance(t, str) for t in inputs)
+        )
+        items = [inputs] if single else list(inputs)
+        rows = []
+        for i, item in enumerate(items):
+            texts = (item,) if isinstance(item, str) else tuple(item) if isinstance(item, (tuple, list)) else None
+            if texts is None or len(texts) != len(spec.text_columns) or not all(isinstance(t, str) for t in texts):
+                want = "(sentence1, sentence2) pairs" if spec.is_pair else "single texts (str)"
+                raise ValueError(f"task {spec.name!r} takes {want}; input {i} is {item!r}")
+            rows.append(dict(zip(spec.text_columns, texts)))
+        return rows

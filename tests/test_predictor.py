@@ -1,0 +1,135 @@
+"""MultiTaskPredictor on tiny saved bundles, and plain transformers code loading a bundle's adapters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+import hf_pals
+from hf_pals import MultiTaskModel, MultiTaskPredictor, PALConfig
+from hf_pals.evaluation import predict
+from hf_pals.tasks import cs224n_task
+
+SST = ["a gripping , funny film", "dull", "the plot is slow but the actors are great fun to watch"]
+PAIRS = [
+    ("how do i cook rice ?", "what is the way to cook rice ?"),
+    ("who won ?", "where is paris ?"),
+    ("a man plays a guitar .", "a man is playing guitar ."),
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def save_bundle(base: str, path, freeze_encoder: bool) -> MultiTaskModel:
+    """A tiny bundle whose adapters, heads (and encoder, when trained) all differ from a fresh model."""
+    torch.manual_seed(0)
+    tasks = [cs224n_task("sst"), cs224n_task("quora"), cs224n_task("sts", pair_encoding="siamese", head="cosine")]
+    model = MultiTaskModel.from_base(base, tasks, PALConfig(init_pal_weights="bert"), freeze_encoder=freeze_encoder)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".pals_" in name or name.startswith("heads.") or not freeze_encoder:
+                param.add_(torch.randn_like(param) * 0.2)
+    model.eval().save_pretrained(str(path), tokenizer=AutoTokenizer.from_pretrained(base))
+    return model
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["frozen", "joint"])
+def bundle(request, tiny_base, tmp_path_factory):
+    path = tmp_path_factory.mktemp("bundle")
+    model = save_bundle(tiny_base, path, freeze_encoder=request.param)
+    return path, model
+
+
+@torch.no_grad()
+def test_predict_labels_and_scores_match_the_model(bundle):
+    path, model = bundle
+    predictor = MultiTaskPredictor.from_pretrained(str(path))
+    assert predictor.tasks == ["sst", "quora", "sts"]
+    collator = predictor.collator
+
+    sst = predictor.predict("sst", SST)
+    batch = collator.encode("sst", [{"sentence1": t} for t in SST])
+    probs = model(task="sst", **batch)["logits"].softmax(-1)
+    assert [p["label"] for p in sst] == probs.argmax(-1).tolist()
+    assert all(isinstance(p["label"], int) for p in sst)
+    torch.testing.assert_close(torch.tensor([p["score"] for p in sst]), probs.max(-1).values)
+
+    quora = predictor.predict("quora", PAIRS)
+    rows = [{"sentence1": a, "sentence2": b} for a, b in PAIRS]
+    positive = model(task="quora", **collator.encode("quora", rows))["logits"].sigmoid()
+    assert [p["label"] for p in quora] == (positive > 0.5).long().tolist()
+    expected = torch.where(positive > 0.5, positive, 1 - positive)
+    torch.testing.assert_close(torch.tensor([p["score"] for p in quora]), expected)
+
+    sts = predictor.predict("sts", PAIRS)
+    scores = model(task="sts", **collator.encode("sts", rows))["logits"]
+    torch.testing.assert_close(torch.tensor([p["score"] for p in sts]), scores)
+    assert all(p["label"] == p["score"] and isinstance(p["label"], float) for p in sts)
+
+
+def test_predictor_and_evaluation_share_one_path(bundle):
+    path, _ = bundle
+    predictor = MultiTaskPredictor.from_pretrained(str(path), batch_size=2)
+    rows = [{"sentence1": t} for t in SST]
+    labels = predict(predictor.model, predictor.collator, rows, "sst", batch_size=2)
+    assert [p["label"] for p in predictor.predict("sst", SST)] == labels.astype(int).tolist()
+    # Batching and input order do not change a row's prediction.
+    one_by_one = [predictor.predict("sst", t, batch_size=1)[0] for t in SST]
+    together = predictor.predict("sst", SST, batch_size=8)
+    assert [p["label"] for p in one_by_one] == [p["label"] for p in together]
+    assert [p["score"] for p in one_by_one] == pytest.approx([p["score"] for p in together], abs=1e-5)
+
+
+def test_single_inputs_and_bad_inputs(bundle):
+    path, _ = bundle
+    predictor = MultiTaskPredictor.from_pretrained(str(path))
+    assert len(predictor.predict("sst", "dull")) == 1
+    assert predictor.predict("quora", PAIRS[0]) == predictor.predict("quora", [PAIRS[0]])
+    with pytest.raises(ValueError, match=r"task 'quora' takes \(sentence1, sentence2\) pairs; input 0 is 'dull'"):
+        predictor.predict("quora", ["dull"])
+    with pytest.raises(ValueError, match="task 'sst' takes single texts"):
+        predictor.predict("sst", [PAIRS[0]])
+    assert predictor.predict("sst", []) == []
+
+
+def test_from_pretrained_downloads_a_hub_repo(bundle, monkeypatch):
+    path, _ = bundle
+    calls = []
+
+    def fake_snapshot_download(repo_id, revision=None, token=None):
+        calls.append((repo_id, revision, token))
+        return str(path)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot_download)
+    predictor = MultiTaskPredictor.from_pretrained("user/tiny-pals", revision="v1")
+    assert calls == [("user/tiny-pals", "v1", None)]
+    assert predictor.tasks == ["sst", "quora", "sts"]
+
+
+@pytest.mark.parametrize("how", ["adapter_dir", "subfolder"])
+def test_plain_transformers_load_adapter_matches_the_bundle(bundle, tiny_base, how):
+    """`import hf_pals` + `model.load_adapter(...)` on the plain base (frozen bundle) or on the bundle's own
+    encoder (joint bundle) gives the encoder states the bundle computes for that task."""
+    path, model = bundle
+    encoder = "encoder" if (path / "encoder").is_dir() else None
+    plain = AutoModel.from_pretrained(str(path), subfolder=encoder) if encoder else AutoModel.from_pretrained(tiny_base)
+    if how == "adapter_dir":
+        plain.load_adapter(str(path / "adapters" / "sst"), adapter_name="sst")
+    else:  # as the model card shows it for a Hub repo
+        plain.load_adapter(str(path), adapter_name="sst", adapter_kwargs={"subfolder": "adapters/sst"})
+    plain.eval()
+    batch = MultiTaskPredictor.from_pretrained(str(path)).collator.encode("sst", [{"sentence1": t} for t in SST])
+    with torch.no_grad():
+        expected = model.encoder(**batch, adapter_names="sst").last_hidden_state
+        got = plain(**batch).last_hidden_state
+        base_only = AutoModel.from_pretrained(tiny_base).eval()(**batch).last_hidden_state
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, base_only, atol=1e-3)  # the adapter really is in use
+    assert hf_pals.PALConfig  # imported, so "pals" is registered with PEFT
