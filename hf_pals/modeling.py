@@ -148,7 +148,10 @@ class MultiTaskModel(nn.Module):
             inputs_embeds=inputs_embeds,
             adapter_names=task,
         )
-        hidden_states = outputs.last_hidden_state
+        return self._pool_task(task, outputs.last_hidden_state, attention_mask)
+
+    def _pool_task(self, task: str, hidden_states: torch.Tensor, attention_mask) -> torch.Tensor:
+        """The task's top layer (if any) and pooling over the encoder's token states."""
         top_layer = self.heads[task].top_layer
         if top_layer is not None:
             mask = create_bidirectional_mask(
@@ -173,6 +176,30 @@ class MultiTaskModel(nn.Module):
             logits = self.heads[task](pooled)
         loss = task_loss(spec, logits, labels) if labels is not None else None
         return {"loss": loss, "logits": logits}
+
+    def forward_mixed(self, tasks, row_tasks, row_example, input_ids, attention_mask, token_type_ids=None, **unused):
+        """One forward pass over examples of several tasks (a batch from `MultiTaskCollator.encode_mixed`).
+
+        The shared encoder runs once on every row, each row routed to its task's adapter by PEFT's
+        per-example `adapter_names`; then each task's rows go through its top layer, pooling and head.
+        Returns `{task: (example indices, head outputs)}`, equal to running each task's examples alone."""
+        unknown = sorted(set(tasks) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; this model has tasks {sorted(self.tasks)}")
+        hidden_states = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, adapter_names=row_tasks
+        ).last_hidden_state
+        outputs = {}
+        for task in dict.fromkeys(tasks):
+            rows = torch.tensor([i for i, t in enumerate(row_tasks) if t == task], device=hidden_states.device)
+            states, mask = hidden_states.index_select(0, rows), attention_mask.index_select(0, rows)
+            pooled = self._pool_task(task, states, mask)
+            examples = row_example.index_select(0, rows.to(row_example.device))
+            if self.tasks[task].is_siamese:  # rows come in (first, second) pairs per example
+                outputs[task] = (examples[0::2], self.heads[task](pooled[0::2], pooled[1::2]))
+            else:
+                outputs[task] = (examples, self.heads[task](pooled))
+        return outputs
 
     # ------------------------------------------------------------------------------------ save / load
     def bundle_config(self) -> dict:

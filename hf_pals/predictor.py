@@ -72,6 +72,11 @@ class MultiTaskPredictor:
         spec = self._spec(task)
         rows = self._rows(spec, inputs)
         outputs = predict_outputs(self.model, self.collator, rows, task, batch_size=batch_size or self.batch_size)
+        return self._results(spec, outputs)
+
+    @staticmethod
+    def _results(spec, outputs: torch.Tensor) -> list[dict[str, Any]]:
+        """`{"label", "score"}` per example from a task head's raw outputs."""
         labels = head_predictions(spec, outputs)
         if spec.kind == "classification":
             scores = outputs.softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
@@ -82,6 +87,26 @@ class MultiTaskPredictor:
             scores = outputs
         cast = float if spec.kind == "regression" else int
         return [{"label": cast(label), "score": float(score)} for label, score in zip(labels.tolist(), scores.tolist())]
+
+    @torch.no_grad()
+    def predict_mixed(self, items: Sequence[tuple[str, TextInput]]) -> list[dict[str, Any]]:
+        """Predict a list of `(task, input)` items of any tasks, `batch_size` items per forward pass
+        (mixed-task batches: the encoder runs once per batch, each example through its task's adapter).
+        Returns one `{"task", "label", "score"}` dict per item, in order."""
+        results: list[Optional[dict[str, Any]]] = [None] * len(items)
+        device = next(self.model.parameters()).device
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start : start + self.batch_size]
+            features = []
+            for task, inputs in chunk:
+                (row,) = self._rows(self._spec(task), [inputs])
+                features.append(dict(row, task=task))
+            batch = self.collator.encode_mixed(features)
+            tensors = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            for task, (examples, outputs) in self.model.forward_mixed(**tensors).items():
+                for index, result in zip(examples.tolist(), self._results(self._spec(task), outputs)):
+                    results[start + index] = {"task": task, **result}
+        return results
 
     # ------------------------------------------------------------------------------------------ helpers
     def _spec(self, task: str):

@@ -81,3 +81,15 @@ def test_unwritable_output_dir_fails_at_start(tmp_path, data_dir):
     blocker.write_text("not a directory")
     code = main(["train", TINY, "--data-dir", str(data_dir), "--output-dir", str(blocker / "run")])
     assert code == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pal_type", ["low_rank", "pal_lora", "houlsby"])
+def test_every_adapter_variant_trains_through_the_cli(pal_type, data_dir, minilm_path, tmp_path):
+    args = ["train", TINY, "--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--max-steps", "2"]
+    args += ["--set", f"adapter.pal_type={pal_type}", "--set", "training.save_steps=2"]
+    args += ["--set", "data.max_eval_examples={sst: 16, quora: 16, sts: 16}"]
+    assert main(args) == 0
+    config = json.loads((tmp_path / "adapters" / "sst" / "adapter_config.json").read_text())
+    assert config["pal_type"] == pal_type
+    assert json.loads((tmp_path / "eval_results.json").read_text())["overall"] > 0

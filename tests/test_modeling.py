@@ -119,3 +119,21 @@ def test_load_weights_in_place_restores_everything(tiny_base, tmp_path):
 def test_missing_bundle_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="hf_pals_config.json"):
         MultiTaskModel.from_pretrained(str(tmp_path))
+
+
+def test_mixed_task_batch_equals_each_task_alone(tiny_base):
+    model = _model(tiny_base).eval()
+    model.tasks["sst"].pooling = "cls"  # pooling differs by task in the mixed batch
+    collator = MultiTaskCollator(AutoTokenizer.from_pretrained(tiny_base), model.tasks, max_length=32)
+    features = [dict(r, task=t) for t in ("sts", "sst", "quora") for r in ROWS[t]]
+    features = [features[i] for i in (2, 0, 4, 1, 5, 3)]  # interleave the tasks
+    batch = collator.encode_mixed(features)
+    assert batch["input_ids"].shape[0] == 8  # two siamese examples give two rows each
+    mixed = model.forward_mixed(**batch)
+    alone = {task: model(**collator([dict(r, task=task) for r in ROWS[task]]))["logits"] for task in ROWS}
+    for task, (examples, logits) in mixed.items():
+        assert [features[i]["task"] for i in examples.tolist()] == [task, task]
+        order = [ROWS[task].index({k: v for k, v in features[i].items() if k != "task"}) for i in examples.tolist()]
+        torch.testing.assert_close(logits, alone[task][order], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="mnli"):
+        model.forward_mixed(**{**batch, "tasks": ["mnli"] + batch["tasks"][1:]})

@@ -133,3 +133,21 @@ def test_plain_transformers_load_adapter_matches_the_bundle(bundle, tiny_base, h
     torch.testing.assert_close(got, expected)
     assert not torch.allclose(got, base_only, atol=1e-3)  # the adapter really is in use
     assert hf_pals.PALConfig  # imported, so "pals" is registered with PEFT
+
+
+def test_predict_mixed_equals_single_task_predictions(bundle):
+    path, _ = bundle
+    predictor = MultiTaskPredictor.from_pretrained(str(path), batch_size=4)  # items span two batches
+    items = [
+        ("sst", "a gripping , funny film"),
+        ("sts", ("a man plays a guitar .", "a man is playing guitar .")),
+        ("quora", ("how do i cook rice ?", "what is the way to cook rice ?")),
+        ("sst", "dull"),
+        ("sts", ("a cat sleeps .", "stocks fell today .")),
+    ]
+    mixed = predictor.predict_mixed(items)
+    for item, result in zip(items, mixed):
+        (alone,) = predictor.predict(item[0], [item[1]])
+        assert result["task"] == item[0]
+        assert result["label"] == pytest.approx(alone["label"], abs=1e-4)
+        assert result["score"] == pytest.approx(alone["score"], abs=1e-4)

@@ -23,7 +23,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from ..base_models import resolve_base_model
 from ..tuner import PALConfig
-from .common import interleaved_medians, peak_rss_mib, real_pairs, train_step_fn
+from .common import interleaved_medians, peak_rss_mib, real_pairs, reset_peak_rss, train_step_fn
 
 CANDIDATES = ("full_finetune", "pal", "pal_frozen_encoder", "lora")
 
@@ -135,8 +135,8 @@ def memory_of(candidate: str, base: str, data_dir: str, batch_size: int, max_len
 def _memory_child(candidate, base, data_dir, batch_size, max_length) -> float:
     wrapper, _ = build(candidate, base)
     batch, labels = make_batch(base, data_dir, batch_size, max_length)
-    step = train_step_fn(wrapper, loss_fn(wrapper, batch, labels, adapter=candidate != "full_finetune"))
-    before = peak_rss_mib()
+    step = train_step_fn(wrapper, loss_fn(wrapper, batch, labels, adapter=candidate.startswith("pal")))
+    before = reset_peak_rss()
     for _ in range(3):
         step()
     return round(peak_rss_mib() - before, 1)
@@ -149,7 +149,7 @@ def run(data_dir: str, base_model: str, batch_size: int = 32, max_length: int = 
     for candidate in CANDIDATES:
         wrapper, trainable[candidate] = build(candidate, base)
         steps[candidate] = train_step_fn(
-            wrapper, loss_fn(wrapper, copy.copy(batch), labels, adapter=candidate != "full_finetune")
+            wrapper, loss_fn(wrapper, copy.copy(batch), labels, adapter=candidate.startswith("pal"))
         )
     times = interleaved_medians(steps, warmup=2, repeats=repeats)
     memory = {c: memory_of(c, base, data_dir, batch_size, max_length) for c in CANDIDATES}

@@ -33,9 +33,29 @@ def interleaved_medians(steps: dict[str, Callable[[], None]], warmup: int, repea
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_rss() -> float:
+    """Reset the kernel's peak-RSS mark of this process (Linux `clear_refs` 5) and return the current
+    RSS in MiB, so that a later `peak_rss_mib()` measures only what follows (loading the model may have
+    peaked higher than training does)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS") / 1024
+
+
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process since the last `reset_peak_rss` (VmHWM, Linux)."""
+    try:
+        return _status_kib("VmHWM") / 1024
+    except (OSError, RuntimeError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def train_step_fn(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], lr: float = 1e-4) -> Callable[[], None]:

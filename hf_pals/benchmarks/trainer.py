@@ -71,7 +71,7 @@ def overhead_share(data_dir: str, steps: int = 40, warmup: int = 5) -> dict[str,
                 f"data.dir={json.dumps(data_dir)}",
                 f"output_dir={json.dumps(out)}",
                 f"training.max_steps={steps}",
-                "training.save_strategy=no",
+                'training.save_strategy="no"',
                 "training.logging_steps=10",
                 "data.max_eval_examples={sst: 8, quora: 8, sts: 8}",
             ],
@@ -101,7 +101,7 @@ def two_process_throughput(data_dir: str, steps: int = 20) -> dict[str, Any]:
     2 processes (1 thread each, DDP over gloo), same per-process batch."""
     results = {}
     overrides = [
-        "--set", f"training.max_steps={steps}", "--set", "training.save_strategy=no",
+        "--set", f"training.max_steps={steps}", "--set", 'training.save_strategy="no"',
         "--set", "training.per_device_train_batch_size=16",
         "--set", "data.max_train_examples={sst: 2000, quora: 2000, sts: 2000}",
         "--set", "data.max_eval_examples={sst: 8, quora: 8, sts: 8}",

@@ -70,6 +70,30 @@ class MultiTaskCollator:
         batch["task"] = task
         return batch
 
+    def encode_mixed(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """One batch holding examples of several tasks (each feature has its "task"), for
+        `MultiTaskModel.forward_mixed`. Each example gives one row (single sentence, packed pair) or two
+        (siamese pair: its first sentence, then its second); rows of different kinds are padded together.
+        `row_tasks` names each row's task (the adapter it is routed to), `row_example` its example."""
+        rows, row_tasks, row_example = [], [], []
+        for index, feature in enumerate(features):
+            spec = self.tasks[feature["task"]]
+            texts = [feature[c] for c in spec.text_columns]
+            kwargs = dict(truncation=True, max_length=self.max_length)
+            if spec.is_siamese:
+                encoded = [self.tokenizer(text, **kwargs) for text in texts]
+            else:
+                encoded = [self.tokenizer(*texts, **kwargs)]
+            for part in encoded:
+                rows.append(dict(part))
+                row_tasks.append(spec.name)
+                row_example.append(index)
+        batch = dict(self.tokenizer.pad(rows, return_tensors="pt"))
+        batch["row_tasks"] = row_tasks
+        batch["row_example"] = torch.tensor(row_example)
+        batch["tasks"] = [f["task"] for f in features]
+        return batch
+
     def encode(self, task: str, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         spec = self.tasks[task]
         columns = [[f[c] for f in features] for c in spec.text_columns]
