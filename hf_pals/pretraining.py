@@ -55,7 +55,7 @@ from transformers import (
 
 from .base_models import resolve_base_model
 from .data import load_cs224n
-from .recipe import DEFAULT_DATA_DIR_ENV, RecipeError, apply_override
+from .recipe import DEFAULT_DATA_DIR_ENV, RecipeError, read_recipe_values
 from .tasks import CS224N_TASKS
 
 logger = logging.getLogger("hf_pals")
@@ -202,17 +202,7 @@ def parse_pretrain_recipe(values: Any, source: str = "<recipe>") -> PretrainReci
 
 def load_pretrain_recipe(path: str, overrides: Optional[Sequence[str]] = None) -> PretrainRecipe:
     """Read a pretraining recipe, apply `overrides` ("a.b=value", value parsed as YAML), and check it."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"recipe {path} not found")
-    with open(path) as f:
-        try:
-            values = yaml.safe_load(f)
-        except yaml.YAMLError as err:
-            raise RecipeError(f"{path}: not valid YAML ({err})") from err
-    values = values or {}
-    for assignment in overrides or []:
-        apply_override(values, assignment)
-    return parse_pretrain_recipe(values, source=path)
+    return parse_pretrain_recipe(read_recipe_values(path, overrides), source=path)
 
 
 # ----------------------------------------------------------------------------------------------- text

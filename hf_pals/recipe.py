@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import yaml
@@ -216,8 +216,8 @@ def apply_override(values: dict[str, Any], assignment: str, source: str = "--set
     target[parts[-1]] = yaml.safe_load(raw)
 
 
-def load_recipe(path: str, overrides: Optional[list[str]] = None) -> Recipe:
-    """Read a recipe file, apply `overrides` ("a.b=value"), and check it."""
+def read_recipe_values(path: str, overrides: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """A recipe file's mapping with `overrides` ("a.b=value", value parsed as YAML) applied, unchecked."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"recipe {path} not found")
     with open(path) as f:
@@ -228,4 +228,9 @@ def load_recipe(path: str, overrides: Optional[list[str]] = None) -> Recipe:
     values = values or {}
     for assignment in overrides or []:
         apply_override(values, assignment)
-    return parse_recipe(values, source=path)
+    return values
+
+
+def load_recipe(path: str, overrides: Optional[list[str]] = None) -> Recipe:
+    """Read a recipe file, apply `overrides` ("a.b=value"), and check it."""
+    return parse_recipe(read_recipe_values(path, overrides), source=path)

@@ -198,14 +198,7 @@ class HybridTrainer(MultiTaskTrainer):
             gradient_accumulation_steps=self.args.gradient_accumulation_steps,
             lengths=self._row_lengths() if self.group_by_length else None,
         )
-        loader = DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=HybridCollator(self.data_collator),
-            num_workers=self.args.dataloader_num_workers,
-            pin_memory=self.args.dataloader_pin_memory,
-        )
-        return self.accelerator.prepare(loader)
+        return self._prepared_loader(sampler, HybridCollator(self.data_collator))
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """A joint batch: `MultiTaskTrainer`'s joint step. A one-task batch: forward and backward on the

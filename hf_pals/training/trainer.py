@@ -189,10 +189,15 @@ class MultiTaskTrainer(Trainer):
             gradient_accumulation_steps=self.args.gradient_accumulation_steps,
             lengths=self._row_lengths() if self.group_by_length else None,
         )
+        return self._prepared_loader(sampler, self.data_collator)
+
+    def _prepared_loader(self, batch_sampler, collate_fn) -> DataLoader:
+        """A DataLoader over the training tasks with this batch sampler, prepared by Accelerate (which
+        deals batch i to process i mod num_processes)."""
         loader = DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=self.data_collator,
+            self.train_dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=collate_fn,
             num_workers=self.args.dataloader_num_workers,
             pin_memory=self.args.dataloader_pin_memory,
         )
@@ -211,14 +216,7 @@ class MultiTaskTrainer(Trainer):
             seed=self.args.seed,
             lengths=self._row_lengths() if self.group_by_length else None,
         )
-        loader = DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=JointCollator(self.data_collator),
-            num_workers=self.args.dataloader_num_workers,
-            pin_memory=self.args.dataloader_pin_memory,
-        )
-        return self.accelerator.prepare(loader)
+        return self._prepared_loader(sampler, JointCollator(self.data_collator))
 
     def _row_lengths(self) -> dict[str, list[int]]:
         """Per task, the text length of each training row, for `group_by_length`."""
