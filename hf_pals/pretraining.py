@@ -41,7 +41,6 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
@@ -55,7 +54,7 @@ from transformers import (
 
 from .base_models import resolve_base_model
 from .data import load_cs224n
-from .recipe import DEFAULT_DATA_DIR_ENV, RecipeError, read_recipe_values
+from .recipe import RecipeError, read_recipe_values, resolve_data_dir, training_arguments_from
 from .tasks import CS224N_TASKS
 
 logger = logging.getLogger("hf_pals")
@@ -112,21 +111,12 @@ class PretrainRecipe:
     source: str = "<recipe>"
 
     def training_arguments(self) -> TrainingArguments:
-        values = {"output_dir": self.output_dir, "report_to": "none", **self.training}
         # The dataset's special_tokens_mask column is for the collator, not the model's forward.
-        values["remove_unused_columns"] = False
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-            values.setdefault("use_cpu", True)  # see Recipe.training_arguments
-        try:
-            return TrainingArguments(**values)
-        except (TypeError, ValueError) as err:
-            raise RecipeError(f"{self.source}: training: {err}") from err
+        values = {"output_dir": self.output_dir, **self.training, "remove_unused_columns": False}
+        return training_arguments_from(values, self.source)
 
     def data_dir(self) -> str:
-        data_dir = self.data.dir or os.environ.get(DEFAULT_DATA_DIR_ENV)
-        if not data_dir:
-            raise RecipeError(f"{self.source}: data.dir is not set (pass --data-dir or set {DEFAULT_DATA_DIR_ENV})")
-        return data_dir
+        return resolve_data_dir(self.data.dir, self.source)
 
 
 def _is_int(value: Any) -> bool:

@@ -84,21 +84,31 @@ class Recipe:
             raise RecipeError(f"{self.source}: adapter: {err}") from err
 
     def training_arguments(self) -> TrainingArguments:
-        values = {"output_dir": self.output_dir, "report_to": "none", **self.training}
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-            # Several processes (`accelerate launch`, torchrun) and no GPU: without use_cpu transformers
-            # would not join them into one DDP run (gloo) but train a separate copy in each.
-            values.setdefault("use_cpu", True)
-        try:
-            return TrainingArguments(**values)
-        except (TypeError, ValueError) as err:
-            raise RecipeError(f"{self.source}: training: {err}") from err
+        return training_arguments_from({"output_dir": self.output_dir, **self.training}, self.source)
 
     def data_dir(self) -> str:
-        data_dir = self.data.dir or os.environ.get(DEFAULT_DATA_DIR_ENV)
-        if not data_dir:
-            raise RecipeError(f"{self.source}: data.dir is not set (pass --data-dir or set {DEFAULT_DATA_DIR_ENV})")
-        return data_dir
+        return resolve_data_dir(self.data.dir, self.source)
+
+
+def training_arguments_from(values: dict[str, Any], source: str) -> TrainingArguments:
+    """`TrainingArguments` from a recipe's `training` section (plus output_dir); errors name the recipe."""
+    values = {"report_to": "none", **values}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # Several processes (`accelerate launch`, torchrun) and no GPU: without use_cpu transformers
+        # would not join them into one DDP run (gloo) but train a separate copy in each.
+        values.setdefault("use_cpu", True)
+    try:
+        return TrainingArguments(**values)
+    except (TypeError, ValueError) as err:
+        raise RecipeError(f"{source}: training: {err}") from err
+
+
+def resolve_data_dir(data_dir: Optional[str], source: str) -> str:
+    """The recipe's data.dir, else $HF_PALS_DATA_DIR; an error naming the recipe if neither is set."""
+    data_dir = data_dir or os.environ.get(DEFAULT_DATA_DIR_ENV)
+    if not data_dir:
+        raise RecipeError(f"{source}: data.dir is not set (pass --data-dir or set {DEFAULT_DATA_DIR_ENV})")
+    return data_dir
 
 
 def _build(cls, values: Any, where: str):
