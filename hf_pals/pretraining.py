@@ -54,7 +54,7 @@ from transformers import (
 
 from .base_models import resolve_base_model
 from .data import load_cs224n
-from .recipe import RecipeError, read_recipe_values, resolve_data_dir, training_arguments_from
+from .recipe import RecipeError, build_section, read_recipe_values, resolve_data_dir, training_arguments_from
 from .tasks import CS224N_TASKS
 
 logger = logging.getLogger("hf_pals")
@@ -123,18 +123,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _section(cls, values: Any, where: str):
-    if values is None:
-        return cls()
-    if not isinstance(values, dict):
-        raise RecipeError(f"{where}: expected a mapping, got {type(values).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise RecipeError(f"{where}: unknown field(s) {unknown}; known fields are {sorted(known - {'source'})}")
-    return cls(**values)
-
-
 def parse_pretrain_recipe(values: Any, source: str = "<recipe>") -> PretrainRecipe:
     """Check and build a `PretrainRecipe` from a mapping; errors name the source and the field."""
     if not isinstance(values, dict):
@@ -144,8 +132,8 @@ def parse_pretrain_recipe(values: Any, source: str = "<recipe>") -> PretrainReci
         raise RecipeError(f"{source}: missing required field 'base_model'")
     if "source" in values:
         raise RecipeError(f"{source}: unknown field(s) ['source']")
-    values["data"] = _section(PretrainDataSection, values.get("data"), f"{source}: data")
-    recipe = _section(PretrainRecipe, {**values, "source": source}, source)
+    values["data"] = build_section(PretrainDataSection, values.get("data"), f"{source}: data")
+    recipe = build_section(PretrainRecipe, {**values, "source": source}, source)
 
     def bad(name: str, expected: str, value: Any):
         return RecipeError(f"{source}: {name} must be {expected}, got {value!r}")

@@ -111,7 +111,8 @@ def resolve_data_dir(data_dir: Optional[str], source: str) -> str:
     return data_dir
 
 
-def _build(cls, values: Any, where: str):
+def build_section(cls, values: Any, where: str):
+    """Dataclass `cls` from a recipe mapping; unknown fields are an error naming `where`."""
     if values is None:
         return cls()
     if not isinstance(values, dict):
@@ -119,7 +120,7 @@ def _build(cls, values: Any, where: str):
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise RecipeError(f"{where}: unknown field(s) {unknown}; known fields are {sorted(known)}")
+        raise RecipeError(f"{where}: unknown field(s) {unknown}; known fields are {sorted(known - {'source'})}")
     return cls(**values)
 
 
@@ -131,11 +132,11 @@ def parse_recipe(values: dict[str, Any], source: str = "<recipe>") -> Recipe:
     for required in ("base_model", "tasks"):
         if required not in values:
             raise RecipeError(f"{source}: missing required field {required!r}")
-    values["data"] = _build(DataSection, values.get("data"), f"{source}: data")
-    values["sampling"] = _build(SamplingSection, values.get("sampling"), f"{source}: sampling")
+    values["data"] = build_section(DataSection, values.get("data"), f"{source}: data")
+    values["sampling"] = build_section(SamplingSection, values.get("sampling"), f"{source}: sampling")
     _build_training_methods(values, source)
     values["multitask"] = _build_multitask(values.get("multitask"), values.get("freeze_encoder", False), source)
-    recipe = _build(Recipe, {**values, "source": source}, source)
+    recipe = build_section(Recipe, {**values, "source": source}, source)
     if not isinstance(recipe.tasks, dict) or not recipe.tasks:
         raise RecipeError(f"{source}: tasks must be a non-empty mapping of task name -> overrides")
     unknown = sorted(set(recipe.tasks) - set(CS224N_TASKS))
@@ -186,7 +187,7 @@ def _build_training_methods(values: dict[str, Any], source: str) -> None:
             continue
         cls = getattr(importlib.import_module(module, __package__), name)
         try:
-            values[section] = _build(cls, values[section], f"{source}: {section}")
+            values[section] = build_section(cls, values[section], f"{source}: {section}")
         except (TypeError, ValueError) as err:
             if isinstance(err, RecipeError):
                 raise
@@ -197,7 +198,7 @@ def _build_multitask(values: Any, freeze_encoder: Any, source: str):
     """The `multitask` section as a checked `MultitaskConfig` (defaults when absent: one task per step)."""
     from .training.joint import MultitaskConfig
 
-    config = _build(MultitaskConfig, values, f"{source}: multitask")
+    config = build_section(MultitaskConfig, values, f"{source}: multitask")
     try:
         config.validate("multitask")
     except ValueError as err:

@@ -192,11 +192,7 @@ class HybridTrainer(MultiTaskTrainer):
         sampler = HybridBatchSampler(
             self.schedule,
             dataset.offsets,
-            batch_size=self.args.per_device_train_batch_size,
-            num_steps=self.args.max_steps,
-            num_processes=self.args.world_size,
-            gradient_accumulation_steps=self.args.gradient_accumulation_steps,
-            lengths=self._row_lengths() if self.group_by_length else None,
+            **self._batch_layout(),
         )
         return self._prepared_loader(sampler, HybridCollator(self.data_collator))
 

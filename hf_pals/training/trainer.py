@@ -183,13 +183,20 @@ class MultiTaskTrainer(Trainer):
         sampler = MultiTaskBatchSampler(
             self.schedule,
             dataset.offsets,
+            **self._batch_layout(),
+        )
+        return self._prepared_loader(sampler, self.data_collator)
+
+    def _batch_layout(self) -> dict[str, Any]:
+        """The batch sampler arguments every step mode shares: batch size, steps, processes,
+        accumulation, and the row lengths when batches are length-grouped."""
+        return dict(
             batch_size=self.args.per_device_train_batch_size,
             num_steps=self.args.max_steps,
             num_processes=self.args.world_size,
             gradient_accumulation_steps=self.args.gradient_accumulation_steps,
             lengths=self._row_lengths() if self.group_by_length else None,
         )
-        return self._prepared_loader(sampler, self.data_collator)
 
     def _prepared_loader(self, batch_sampler, collate_fn) -> DataLoader:
         """A DataLoader over the training tasks with this batch sampler, prepared by Accelerate (which
@@ -209,12 +216,8 @@ class MultiTaskTrainer(Trainer):
         sampler = JointBatchSampler(
             dataset.sizes(),
             dataset.offsets,
-            batch_size=self.args.per_device_train_batch_size,
-            num_steps=self.args.max_steps,
-            num_processes=self.args.world_size,
-            gradient_accumulation_steps=self.args.gradient_accumulation_steps,
             seed=self.args.seed,
-            lengths=self._row_lengths() if self.group_by_length else None,
+            **self._batch_layout(),
         )
         return self._prepared_loader(sampler, JointCollator(self.data_collator))
 
