@@ -3,13 +3,14 @@
     hf-pals push runs/cs224n_pals user/minilm-pals-cs224n [--private] [--revision BRANCH]
 
 `prepare_upload_folder` copies exactly what a downstream user needs out of a bundle (an allowlist:
-config, safetensors adapters and heads, the encoder when the bundle has one, tokenizer files and the
-eval report) and renders README.md from `model_cards/hf_pals_model_card.md` with `ModelCard`, so
-checkpoints, optimizer states and pickles never leave the machine. `push_to_hub` uploads that folder
-with `HfApi.create_repo` + `HfApi.upload_folder` in one commit.
+config, safetensors adapters (when the bundle has them) and heads, the encoder when the bundle has one,
+tokenizer files and the eval report) and renders README.md from `model_cards/hf_pals_model_card.md`
+with `ModelCard`, so checkpoints, optimizer states and pickles never leave the machine. `push_to_hub`
+uploads that folder with `HfApi.create_repo` + `HfApi.upload_folder` in one commit.
 
-The card's metadata says `library_name: peft` (each task is a PEFT adapter the Hub can show as one),
-`base_model`, tags, datasets and the eval report as a `model-index` of `EvalResult`s.
+The card's metadata says `library_name: peft` (each task is a PEFT adapter the Hub can show as one; a
+bundle without adapters names no library, as no single library's loader reads it whole), `base_model`,
+tags, datasets and the eval report as a `model-index` of `EvalResult`s.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ TOKENIZER_PATTERNS = (
     "chat_template.jinja",
 )
 TAGS = ["pals", "peft", "multi-task", "bert"]
+#: The tags of a bundle without adapters (a shared encoder, per-task heads and top layers).
+TAGS_WITHOUT_ADAPTERS = ["multi-task", "bert"]
 #: Remote paths an upload replaces as a whole, so a stale task or encoder of an earlier push cannot stay.
 DELETE_PATTERNS = ["adapters/*", f"{ENCODER_DIR}/*"]
 
@@ -95,7 +98,7 @@ def bundle_files(model_dir: str) -> list[str]:
     config = read_bundle_config(model_dir)
     files = [BUNDLE_CONFIG_NAME, HEADS_NAME]
     weights_file(model_dir, HEADS_NAME)
-    for task in config["tasks"]:
+    for task in config["tasks"] if config.get("adapters", True) else ():
         rel = os.path.relpath(adapter_dir(model_dir, task), model_dir)
         weights_file(os.path.join(model_dir, rel), ADAPTER_WEIGHTS_NAME)
         files += [f"{rel}/adapter_config.json", f"{rel}/{ADAPTER_WEIGHTS_NAME}"]
@@ -178,6 +181,7 @@ def model_card(model_dir: str, repo_id: Optional[str] = None, datasets: Optional
     split = report.get("split", "eval")
     model_name = (repo_id or os.path.basename(os.path.abspath(model_dir))).split("/")[-1]
     base = config["base_model_name_or_path"]
+    has_adapters = config.get("adapters", True)
     sources = {t: dict(CS224N_DATASETS[t]) for t in tasks if t in CS224N_TASKS}
     for task, dataset_id in (datasets or {}).items():
         if task not in tasks:
@@ -200,8 +204,8 @@ def model_card(model_dir: str, repo_id: Optional[str] = None, datasets: Optional
                 )
     card_data = ModelCardData(
         base_model=base if _is_hub_id(base) else None,
-        library_name="peft",
-        tags=TAGS,
+        library_name="peft" if has_adapters else None,
+        tags=TAGS if has_adapters else TAGS_WITHOUT_ADAPTERS,
         datasets=sorted({s["dataset_type"] for s in sources.values()}) or None,
         metrics=sorted({r.metric_type for r in eval_results}) or None,
         model_name=model_name,
@@ -226,6 +230,8 @@ def model_card(model_dir: str, repo_id: Optional[str] = None, datasets: Optional
         repo_id=repo_id or model_name,
         base_model=base,
         has_encoder=os.path.isdir(os.path.join(model_dir, ENCODER_DIR)),
+        has_adapters=has_adapters,
+        top_layer_tasks=[name for name, spec in tasks.items() if spec.top_layer],
         tasks=rows,
         split=split,
         overall=report.get("overall"),

@@ -1,15 +1,20 @@
 """`MultiTaskModel`: one shared BERT encoder, one PAL adapter per task, one head per task.
 
+The adapters are optional: `from_base(..., adapters=False)` keeps the encoder a plain transformers
+`BertModel`, shared by every task as is (fine-tuned jointly, or frozen); each task then has only its head
+and, with `TaskSpec.top_layer`, its own transformer layer on top (the "top layer alone" variant).
+
 Saved as a bundle directory, all safetensors:
 
-    hf_pals_config.json                base model id, tasks, whether the encoder was trained
-    adapters/<task>/adapter_model.safetensors + adapter_config.json   (PEFT's own layout)
+    hf_pals_config.json                base model id, tasks, whether the encoder was trained, whether there are adapters
+    adapters/<task>/adapter_model.safetensors + adapter_config.json   (PEFT's own layout; absent without adapters)
     heads.safetensors                  "<task>.<param>" tensors of every head (with its top layer, if any)
     encoder/model.safetensors + config.json   the shared encoder, only when it was trained
     tokenizer files                    when a tokenizer is saved alongside
 
 With a frozen encoder a bundle holds only what differs from the base model, so its adapters load onto
-the plain base with `PeftModel.from_pretrained` or transformers' `model.load_adapter`.
+the plain base with `PeftModel.from_pretrained` or transformers' `model.load_adapter`; without adapters
+and with a frozen encoder that is the heads (and top layers) alone.
 
 Loading is safe by default: only safetensors are read (a pickle can run code when unpickled, so a
 pickle-only bundle is refused unless the caller passes `allow_pickle=True`), and a truncated file, an
@@ -32,7 +37,7 @@ from peft.utils import set_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 
 from .base_models import resolve_base_model
@@ -53,16 +58,27 @@ PICKLE_NAMES = {
     ADAPTER_WEIGHTS_NAME: "adapter_model.bin",
 }
 #: The fields of hf_pals_config.json (keep in step with `MultiTaskModel.bundle_config`).
-BUNDLE_CONFIG_FIELDS = ("hf_pals_version", "base_model_name_or_path", "freeze_encoder", "max_length", "tasks")
+BUNDLE_CONFIG_FIELDS = (
+    "hf_pals_version",
+    "base_model_name_or_path",
+    "freeze_encoder",
+    "adapters",
+    "max_length",
+    "tasks",
+)
 
 
 class MultiTaskModel(nn.Module):
-    """A shared encoder with one PAL adapter and one head per task.
+    """A shared encoder with one PAL adapter and one head per task (or no adapters at all).
 
     `forward(task=..., input_ids=..., attention_mask=..., labels=...)` routes the batch to the task's
     adapter (through PEFT's `adapter_names` forward argument, never `set_adapter`) and head, and
     returns `{"loss", "logits"}`. For a siamese pair task the batch holds the first sentences in its
     first half and the second sentences in its second half (see `data.collator`).
+
+    `encoder` is a `PeftModel` holding one adapter per task, or a plain `PreTrainedModel` (a
+    `BertModel`) for a model without adapters; `has_adapters` tells which, and `bert` is the
+    underlying `BertModel` in both cases.
     """
 
     #: The loss is a per-batch mean; the Trainer must scale it for gradient accumulation itself.
@@ -70,7 +86,7 @@ class MultiTaskModel(nn.Module):
 
     def __init__(
         self,
-        encoder: PeftModel,
+        encoder: Union[PeftModel, PreTrainedModel],
         tasks: dict[str, TaskSpec],
         base_model_name_or_path: str,
         freeze_encoder: bool = False,
@@ -82,7 +98,7 @@ class MultiTaskModel(nn.Module):
         self.tasks = dict(tasks)
         self.base_model_name_or_path = base_model_name_or_path
         self.freeze_encoder = freeze_encoder
-        hidden_size = encoder.get_base_model().config.hidden_size
+        hidden_size = self.bert.config.hidden_size
         self.heads = nn.ModuleDict(
             {
                 name: TaskHead(spec, hidden_size, top_layer=self._copy_last_layer() if spec.top_layer else None)
@@ -91,11 +107,26 @@ class MultiTaskModel(nn.Module):
         )
         self._set_trainable()
 
+    @property
+    def has_adapters(self) -> bool:
+        """Whether the encoder carries one PEFT adapter per task (false: a plain shared encoder)."""
+        return isinstance(self.encoder, PeftModel)
+
+    @property
+    def bert(self) -> PreTrainedModel:
+        """The underlying transformers model (a `BertModel`): inside PEFT's wrapper, or the encoder itself."""
+        return self.encoder.get_base_model() if isinstance(self.encoder, PeftModel) else self.encoder
+
+    def _routing(self, adapter_names) -> dict:
+        """The encoder's keyword arguments that route rows to adapters (PEFT's `adapter_names`); none
+        without adapters, where every task shares the same encoder."""
+        return {"adapter_names": adapter_names} if self.has_adapters else {}
+
     def _copy_last_layer(self) -> nn.Module:
         """A copy of the encoder's last transformer layer (without any adapter): the initial weights of a
         task-specific top layer ("top layer" adaptation, CS224N report 002: a task-specific BERT layer on
         top of the shared model, T * 12 d^2 parameters for T tasks)."""
-        last = self.encoder.get_base_model().encoder.layer[-1]
+        last = self.bert.encoder.layer[-1]
         base = last.get_base_layer() if hasattr(last, "get_base_layer") else last
         return copy.deepcopy(base)
 
@@ -110,13 +141,23 @@ class MultiTaskModel(nn.Module):
         pal_configs: Optional[dict[str, PALConfig]] = None,
         encoder_path: Optional[str] = None,
         max_length: int = 128,
+        adapters: bool = True,
     ) -> "MultiTaskModel":
         """A new model on a pretrained base: one fresh adapter per task from `pal_config` (or
-        `pal_configs[task]`), one fresh head per task."""
+        `pal_configs[task]`; the default `PALConfig` when neither is given), one fresh head per task.
+
+        `adapters=False` builds no adapters: the encoder is the plain `AutoModel` of the base (or of
+        `encoder_path`), shared by every task, which then differ only in their heads and top layers
+        (`TaskSpec.top_layer`); `pal_config` and `pal_configs` must not be given then."""
         if not isinstance(tasks, dict):
             tasks = {t.name: t for t in tasks}
         if not tasks:
             raise ValueError("a MultiTaskModel needs at least one task")
+        if not adapters:
+            if pal_config is not None or pal_configs:
+                raise ValueError("adapters=False builds a model without adapters; pass no pal_config or pal_configs")
+            bert = AutoModel.from_pretrained(encoder_path or resolve_base_model(base_model_name_or_path))
+            return cls(bert, tasks, base_model_name_or_path, freeze_encoder=freeze_encoder, max_length=max_length)
         if isinstance(pal_config, dict) or pal_config is None:
             pal_config = PALConfig(**(pal_config or {}))
         configs = {name: copy.deepcopy((pal_configs or {}).get(name, pal_config)) for name in tasks}
@@ -131,22 +172,25 @@ class MultiTaskModel(nn.Module):
 
     def _set_trainable(self) -> None:
         """Every adapter trains (all are active; routing picks one per batch); the encoder only when
-        not frozen. Done once: `set_adapter` flips requires_grad, which must not happen per step."""
-        self.encoder.base_model.set_adapter(list(self.tasks))
-        for name, param in self.encoder.get_base_model().named_parameters():
+        not frozen. Done once: `set_adapter` flips requires_grad, which must not happen per step.
+        The heads (with their top layers) always train."""
+        if self.has_adapters:
+            self.encoder.base_model.set_adapter(list(self.tasks))
+        for name, param in self.bert.named_parameters():
             if "pals_" not in name:
                 param.requires_grad_(not self.freeze_encoder)
 
     # --------------------------------------------------------------------------------------- forward
     def encode(self, task: str, input_ids, attention_mask, token_type_ids=None, inputs_embeds=None) -> torch.Tensor:
-        """Pooled sentence vectors of `task`'s adapter (and top layer, if it has one), one per row.
-        `inputs_embeds` (word embeddings) replaces `input_ids`, e.g. to perturb them for SMART."""
+        """Pooled sentence vectors of `task`'s adapter, if the model has adapters, and top layer, if the
+        task has one; one per row. `inputs_embeds` (word embeddings) replaces `input_ids`, e.g. to
+        perturb them for SMART."""
         outputs = self.encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             inputs_embeds=inputs_embeds,
-            adapter_names=task,
+            **self._routing(task),
         )
         return self._pool_task(task, outputs.last_hidden_state, attention_mask)
 
@@ -155,7 +199,7 @@ class MultiTaskModel(nn.Module):
         top_layer = self.heads[task].top_layer
         if top_layer is not None:
             mask = create_bidirectional_mask(
-                config=self.encoder.get_base_model().config, inputs_embeds=hidden_states, attention_mask=attention_mask
+                config=self.bert.config, inputs_embeds=hidden_states, attention_mask=attention_mask
             )
             hidden_states = top_layer(hidden_states, mask)
         return pool(hidden_states, attention_mask, self.tasks[task].pooling)
@@ -181,13 +225,15 @@ class MultiTaskModel(nn.Module):
         """One forward pass over examples of several tasks (a batch from `MultiTaskCollator.encode_mixed`).
 
         The shared encoder runs once on every row, each row routed to its task's adapter by PEFT's
-        per-example `adapter_names`; then each task's rows go through its top layer, pooling and head.
+        per-example `adapter_names` (without adapters every row takes the same path); then each task's
+        rows go through its top layer, pooling and head.
         Returns `{task: (example indices, head outputs)}`, equal to running each task's examples alone."""
         unknown = sorted(set(tasks) - set(self.tasks))
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; this model has tasks {sorted(self.tasks)}")
+        routing = self._routing(row_tasks)
         hidden_states = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, adapter_names=row_tasks
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **routing
         ).last_hidden_state
         outputs = {}
         for task in dict.fromkeys(tasks):
@@ -207,6 +253,7 @@ class MultiTaskModel(nn.Module):
             "hf_pals_version": _version(),
             "base_model_name_or_path": self.base_model_name_or_path,
             "freeze_encoder": self.freeze_encoder,
+            "adapters": self.has_adapters,
             "max_length": self.max_length,
             "tasks": {name: spec.to_dict() for name, spec in self.tasks.items()},
         }
@@ -216,8 +263,9 @@ class MultiTaskModel(nn.Module):
         os.makedirs(save_directory, exist_ok=True)
         with open(os.path.join(save_directory, BUNDLE_CONFIG_NAME), "w") as f:
             json.dump(self.bundle_config(), f, indent=2)
-        # The embeddings are never adapted; without this PEFT looks the base model up on the Hub.
-        self.encoder.save_pretrained(os.path.join(save_directory, ADAPTERS_DIR), save_embedding_layers=False)
+        if self.has_adapters:
+            # The embeddings are never adapted; without this PEFT looks the base model up on the Hub.
+            self.encoder.save_pretrained(os.path.join(save_directory, ADAPTERS_DIR), save_embedding_layers=False)
         heads = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
         save_file(heads, os.path.join(save_directory, HEADS_NAME), metadata={"format": "pt"})
         if not self.freeze_encoder:
@@ -225,7 +273,7 @@ class MultiTaskModel(nn.Module):
             os.makedirs(encoder_dir, exist_ok=True)
             state = {k: v.detach().contiguous().cpu() for k, v in self.encoder_state_dict().items()}
             save_file(state, os.path.join(encoder_dir, ENCODER_WEIGHTS_NAME), metadata={"format": "pt"})
-            self.encoder.get_base_model().config.save_pretrained(encoder_dir)
+            self.bert.config.save_pretrained(encoder_dir)
         if tokenizer is not None:
             tokenizer.save_pretrained(save_directory)
 
@@ -244,7 +292,7 @@ class MultiTaskModel(nn.Module):
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The shared encoder's weights under plain `BertModel` names (no PAL tensors, no `base_layer`)."""
-        state = self.encoder.get_base_model().state_dict()
+        state = self.bert.state_dict()
         return {k.replace(".base_layer.", "."): v for k, v in state.items() if ".pals_" not in k}
 
     @classmethod
@@ -253,6 +301,8 @@ class MultiTaskModel(nn.Module):
 
         Every file is checked before the model is built (see the module docstring); `allow_pickle=True`
         also accepts `adapter_model.bin`, `heads.bin` and `encoder/pytorch_model.bin`, for bundles you trust.
+        A bundle saved without adapters (`"adapters": false`; older bundles always have them) is rebuilt
+        without adapters, and no `adapters/` directory is read.
         """
         config = read_bundle_config(model_dir)
         config_path = os.path.join(model_dir, BUNDLE_CONFIG_NAME)
@@ -262,24 +312,27 @@ class MultiTaskModel(nn.Module):
                 tasks[name] = TaskSpec.from_dict(name, values)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{config_path}: {err}") from err
-        pal_configs = {name: PALConfig.from_pretrained(adapter_dir(model_dir, name)) for name in tasks}
+        adapters = config.get("adapters", True)
+        adapter_tasks = list(tasks) if adapters else []
+        pal_configs = {name: PALConfig.from_pretrained(adapter_dir(model_dir, name)) for name in adapter_tasks}
         for pal_config in pal_configs.values():
             pal_config.inference_mode = False
         encoder_dir = os.path.join(model_dir, ENCODER_DIR)
-        check_bundle_files(model_dir, tasks, allow_pickle=allow_pickle)
+        check_bundle_files(model_dir, adapter_tasks, allow_pickle=allow_pickle)
         base_config = AutoConfig.from_pretrained(
             encoder_dir if os.path.isdir(encoder_dir) else resolve_base_model(config["base_model_name_or_path"])
         )
-        for name in tasks:
+        for name in adapter_tasks:
             path = weights_file(adapter_dir(model_dir, name), ADAPTER_WEIGHTS_NAME, allow_pickle)
             check_adapter_fits(name, path, weight_shapes(path), base_config)
         model = cls.from_base(
             config["base_model_name_or_path"],
             tasks,
-            pal_configs=pal_configs,
+            pal_configs=pal_configs or None,
             freeze_encoder=config.get("freeze_encoder", False),
             encoder_path=encoder_dir if os.path.isdir(encoder_dir) else None,
             max_length=config.get("max_length", 128),
+            adapters=adapters,
         )
         model.load_weights(model_dir, load_encoder=False, allow_pickle=allow_pickle)
         model.train(is_trainable)
@@ -288,9 +341,18 @@ class MultiTaskModel(nn.Module):
         return model
 
     def load_weights(self, model_dir: str, load_encoder: bool = True, allow_pickle: bool = False) -> None:
-        """Load a bundle's tensors into this model in place (used to resume from a checkpoint)."""
-        base_config = self.encoder.get_base_model().config
-        for name in self.tasks:
+        """Load a bundle's tensors into this model in place (used to resume from a checkpoint).
+
+        The bundle must have adapters exactly when this model does (its `hf_pals_config.json` says)."""
+        config_path = os.path.join(model_dir, BUNDLE_CONFIG_NAME)
+        if os.path.exists(config_path):
+            saved = read_bundle_config(model_dir).get("adapters", True)
+            if saved != self.has_adapters:
+                have = "has adapters" if saved else "has no adapters"
+                wanted = "one adapter per task" if self.has_adapters else "no adapters"
+                raise ValueError(f"{config_path}: the bundle {have}, this model has {wanted}")
+        base_config = self.bert.config
+        for name in self.tasks if self.has_adapters else ():
             path = weights_file(adapter_dir(model_dir, name), ADAPTER_WEIGHTS_NAME, allow_pickle)
             weights = load_weights_file(path)
             check_adapter_fits(name, path, {k: v.shape for k, v in weights.items()}, base_config)
@@ -306,7 +368,8 @@ class MultiTaskModel(nn.Module):
             self.load_encoder_state_dict(load_weights_file(encoder_file))
 
     def load_encoder_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        base = self.encoder.get_base_model()
+        """Load `encoder_state_dict`-style weights (plain `BertModel` names) into the shared encoder."""
+        base = self.bert
         names = {k.replace(".base_layer.", "."): k for k in base.state_dict() if ".pals_" not in k}
         missing = sorted(set(names) - set(state))
         if missing:
@@ -340,6 +403,8 @@ def read_bundle_config(model_dir: str) -> dict:
         )
     if not isinstance(config["tasks"], dict) or not config["tasks"]:
         raise ValueError(f"{path}: field 'tasks' must map task names to their settings")
+    if not isinstance(config.get("adapters", True), bool):
+        raise ValueError(f"{path}: field 'adapters' must be true or false, got {config['adapters']!r}")
     return config
 
 
@@ -385,7 +450,8 @@ def load_weights_file(path: str) -> dict[str, torch.Tensor]:
 
 
 def check_bundle_files(model_dir: str, task_names, allow_pickle: bool = False) -> None:
-    """Refuse a bundle with a missing, pickle-only or damaged weights file, naming the file."""
+    """Refuse a bundle with a missing, pickle-only or damaged weights file, naming the file.
+    `task_names` are the tasks whose adapters the bundle must hold (none for a bundle without adapters)."""
     paths = [weights_file(adapter_dir(model_dir, t), ADAPTER_WEIGHTS_NAME, allow_pickle) for t in task_names]
     paths.append(weights_file(model_dir, HEADS_NAME, allow_pickle))
     encoder_dir = os.path.join(model_dir, ENCODER_DIR)

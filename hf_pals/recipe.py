@@ -49,13 +49,17 @@ class SamplingSection:
 
 @dataclass
 class Recipe:
-    """A parsed recipe. `tasks` maps a CS224N task name to overrides of its `TaskSpec` fields."""
+    """A parsed recipe. `tasks` maps a CS224N task name to overrides of its `TaskSpec` fields.
+
+    `adapter` holds the `PALConfig` fields of every task's adapter (`{}`: the defaults), or is None for a
+    model without adapters (`adapter: none` in the file): a plain shared encoder whose
+    tasks differ only in their heads and top layers (`top_layer: true`)."""
 
     base_model: str
     tasks: dict[str, dict[str, Any]]
     output_dir: str = "runs/hf_pals"
     data: DataSection = field(default_factory=DataSection)
-    adapter: dict[str, Any] = field(default_factory=dict)
+    adapter: Optional[dict[str, Any]] = field(default_factory=dict)
     freeze_encoder: bool = False
     max_length: int = 128
     sampling: SamplingSection = field(default_factory=SamplingSection)
@@ -77,7 +81,15 @@ class Recipe:
         except ValueError as err:
             raise RecipeError(f"{self.source}: tasks: {err}") from err
 
-    def pal_config(self) -> PALConfig:
+    @property
+    def uses_adapters(self) -> bool:
+        """False for `adapter: none`: the model gets no adapters (`MultiTaskModel.from_base(adapters=False)`)."""
+        return self.adapter is not None
+
+    def pal_config(self) -> Optional[PALConfig]:
+        """The adapters' `PALConfig`, or None for a recipe without adapters."""
+        if self.adapter is None:
+            return None
         try:
             return PALConfig(**self.adapter)
         except (TypeError, ValueError) as err:
@@ -137,6 +149,7 @@ def parse_recipe(values: dict[str, Any], source: str = "<recipe>") -> Recipe:
     _build_training_methods(values, source)
     values["multitask"] = _build_multitask(values.get("multitask"), values.get("freeze_encoder", False), source)
     recipe = build_section(Recipe, {**values, "source": source}, source)
+    recipe.adapter = _adapter_section(recipe.adapter, source)
     if not isinstance(recipe.tasks, dict) or not recipe.tasks:
         raise RecipeError(f"{source}: tasks must be a non-empty mapping of task name -> overrides")
     unknown = sorted(set(recipe.tasks) - set(CS224N_TASKS))
@@ -175,6 +188,23 @@ def parse_recipe(values: dict[str, Any], source: str = "<recipe>") -> Recipe:
             "(its loss_balancing and gradient_surgery apply to the joint epochs)"
         )
     return recipe
+
+
+#: The `adapter:` value that means "no adapters". An empty `adapter:` (YAML null) is an error rather than
+#: a silent "no adapters", since it is more often a section left unfinished.
+NO_ADAPTERS = ("none",)
+
+
+def _adapter_section(value: Any, source: str) -> Optional[dict[str, Any]]:
+    """The `adapter` section: a mapping of `PALConfig` fields, or None for no adapters (see `NO_ADAPTERS`)."""
+    if value in NO_ADAPTERS:
+        return None
+    if not isinstance(value, dict):
+        raise RecipeError(
+            f"{source}: adapter: expected a mapping of PALConfig fields, or none for a model without adapters, "
+            f"got {value!r}"
+        )
+    return value
 
 
 def _build_training_methods(values: dict[str, Any], source: str) -> None:

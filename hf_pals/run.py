@@ -80,6 +80,7 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
         recipe.pal_config(),
         freeze_encoder=recipe.freeze_encoder,
         max_length=recipe.max_length,
+        adapters=recipe.uses_adapters,
     )
     augmenting_collator = None
     if recipe.augment is not None and recipe.augment.tasks:

@@ -43,7 +43,9 @@ class TaskSpec:
         label_max: the top of a regression label's range (5 for STS); labels lie in [0, label_max].
         metric: "accuracy" or "pearsonr"; defaults by kind.
         top_layer: add a task-specific transformer layer on top of the shared encoder (and the task's
-            adapter), initialised as a copy of the encoder's last layer; part of the task's head.
+            adapter, if the model has adapters), initialised as a copy of the encoder's last layer; part
+            of the task's head. It also works alone, in a model without adapters (recipe `adapter: none`,
+            `MultiTaskModel.from_base(..., adapters=False)`), where it is all a task has besides its head.
     """
 
     name: str

@@ -15,7 +15,7 @@ from transformers import BertConfig, BertModel
 import hf_pals
 from hf_pals import BASE_ADAPTER_NAME, PALConfig, PALModel, pal_parameter_count
 from hf_pals.tuner import registry
-from hf_pals.tuner.layer import PALLayer
+from hf_pals.tuner.layer import PALLayer, projected_self_attention
 from peft import PeftModel, get_peft_model
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from peft.utils import PeftType
@@ -317,6 +317,69 @@ def test_mixed_batch_equals_rows_run_alone(two_adapters, padded):
     assert torch.allclose(mixed[3], hidden(base, inputs)[3], atol=ATOL)
     # the same task for the whole batch as a string or as a list gives the same result
     assert torch.allclose(hidden(model, inputs, adapter_names=[T2] * 4), hidden(model, inputs, adapter_names=T2), atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [[T1, T1, T2, T2], [T2, T2, T2, T1], [T1, T1, T2, BASE_ADAPTER_NAME], [BASE_ADAPTER_NAME, T1, T1, T2]],
+    ids=["blocks-tiling", "blocks-reordered", "blocks-then-base", "base-first"],
+)
+def test_mixed_batch_in_task_blocks_equals_rows_run_alone_with_gradients(two_adapters, names):
+    """Rows grouped by task (how `encode_mixed` builds batches) take views and one concatenation instead of
+    an index scatter; outputs and the adapters' gradients still equal running each task's rows alone."""
+    model, _ = two_adapters
+    inputs = make_inputs()
+    model.train()
+    for module in model.modules():  # deterministic: no dropout, so mixed and alone runs are comparable
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    for layer in pal_layers(model):
+        layer.pals_dropout = {name: 0.0 for name in layer.pals_dropout}
+    params = {n: p for n, p in model.named_parameters() if ".pals_" in n}
+
+    def grads_of(loss):
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p) for n, p in params.items()}
+
+    mixed_out = model(**inputs, adapter_names=names).last_hidden_state
+    mixed_grads = grads_of(mixed_out.pow(2).sum())
+    alone_loss, alone_rows = 0.0, []
+    for i, name in enumerate(names):
+        row = {k: v[i : i + 1] for k, v in inputs.items()}
+        out = model(**row, adapter_names=name).last_hidden_state
+        alone_rows.append(out[0])
+        alone_loss = alone_loss + out.pow(2).sum()
+    torch.testing.assert_close(mixed_out, torch.stack(alone_rows), atol=1e-5, rtol=1e-5)
+    alone_grads = grads_of(alone_loss)
+    for n in params:
+        torch.testing.assert_close(mixed_grads[n], alone_grads[n], atol=1e-4, rtol=1e-4)
+    assert any(g.abs().sum() > 0 for g in mixed_grads.values())
+
+
+def test_projected_self_attention_equals_the_written_out_multi_head_attention():
+    """The fused Q/K/V product gives MH of the paper: per head softmax(Q K^T / sqrt(d_h) + mask) V, with
+    Q, K, V from the three separate projections, and padded keys ignored."""
+    torch.manual_seed(0)
+    width, heads, batch, length = 12, 3, 2, 5
+    query, key, value = (nn.Linear(width, width) for _ in range(3))
+    x = torch.randn(batch, length, width)
+    keep = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    mask = keep[:, None, None, :]
+    got = projected_self_attention(query, key, value, x, mask, num_heads=heads, dropout=0.0)
+
+    def split(t):
+        return t.view(batch, length, heads, width // heads).transpose(1, 2)
+
+    q, k, v = split(query(x)), split(key(x)), split(value(x))
+    scores = q @ k.transpose(-1, -2) / (width // heads) ** 0.5
+    scores = scores.masked_fill(~mask, float("-inf"))
+    expected = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, length, width)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    x2 = x.clone()
+    x2[1, 3:] = 100.0  # padded positions must not change the unpadded rows
+    again = projected_self_attention(query, key, value, x2, mask, num_heads=heads, dropout=0.0)
+    torch.testing.assert_close(again[1, :3], got[1, :3], atol=1e-6, rtol=1e-5)
 
 
 def test_unknown_adapter_name_raises(two_adapters):

@@ -140,8 +140,9 @@ class HybridCollator:
 
 def task_parameters(model: nn.Module, tasks: Sequence[str]) -> dict[str, list[nn.Parameter]]:
     """Each task's own parameters: those under key `task` of any `ModuleDict` keyed by task names (the
-    PAL modules `pals_*[task]`, `heads[task]`, and any other per-task module dict). A parameter shared
-    by several layers (V_E/V_D) is listed once."""
+    PAL modules `pals_*[task]`, `heads[task]` with its top layer, and any other per-task module dict).
+    Without adapters that is the head and top layer alone. A parameter shared by several layers (V_E/V_D)
+    is listed once."""
     owned: dict[str, dict[int, nn.Parameter]] = {t: {} for t in tasks}
     for module in model.modules():
         if isinstance(module, nn.ModuleDict) and len(module) and set(module.keys()) <= set(tasks):
@@ -165,9 +166,9 @@ class HybridTrainer(MultiTaskTrainer):
     """`MultiTaskTrainer` for the hybrid curriculum (`sampling: {name: hybrid, steps_per_epoch: N}`).
 
     Joint epochs use joint mode (`multitask.step_mode: joint`, the default here), with its loss balancing
-    and gradient surgery; sequential epochs are one-task steps that train the task's adapter and head only
-    (see the module docstring for how the rest is held still under DDP). Takes `MultiTaskTrainer`'s
-    arguments.
+    and gradient surgery; sequential epochs are one-task steps that train the task's adapter, head and top
+    layer only (see the module docstring for how the rest is held still under DDP). Takes
+    `MultiTaskTrainer`'s arguments.
     """
 
     def __init__(self, *args, multitask: Any = None, **kwargs):
@@ -181,7 +182,10 @@ class HybridTrainer(MultiTaskTrainer):
         self._task_params = task_parameters(model, list(self.train_datasets))
         empty = [t for t, params in self._task_params.items() if not params]
         if empty:
-            raise ValueError(f"hybrid curriculum: task(s) {empty} own no parameters (no adapter or head found)")
+            raise ValueError(
+                f"hybrid curriculum: task(s) {empty} own no parameters (no adapter, and a head without parameters "
+                "and no top layer), so their sequential epochs would train nothing"
+            )
 
     def task_steps(self) -> dict[str, int]:
         steps = range(self.args.max_steps)

@@ -186,7 +186,7 @@ def smart_penalty(
     task = inputs["task"]
     spec = model.tasks[task]
     input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
-    embeds = model.encoder.get_base_model().get_input_embeddings()(input_ids)
+    embeds = model.bert.get_input_embeddings()(input_ids)
 
     def forward(perturbed: torch.Tensor) -> torch.Tensor:
         kwargs = dict(task=task, attention_mask=attention_mask, token_type_ids=inputs.get("token_type_ids"))

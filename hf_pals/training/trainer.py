@@ -72,7 +72,8 @@ class MultiTaskTrainer(Trainer):
         tokenizer: used by the default `MultiTaskCollator` and saved with checkpoints.
         steps_per_epoch: optimizer steps per sampling epoch (default: the whole run is one epoch).
         learning_rates: optional {"encoder": lr, "adapters": lr, "heads": lr}; missing ones use
-            `args.learning_rate`.
+            `args.learning_rate`. A model without adapters has no "adapters" parameters (its top
+            layers are in "heads"), so that rate then goes unused.
         max_length: truncation length of the default collator.
         sampling: the task schedule: a name ("annealed", the default, "proportional", "sqrt",
             "temperature", "uniform", "round_robin"), "module:function", a function
