@@ -15,6 +15,21 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread(request):
+    """Tests marked `one_thread` (tiny models, where thread start-up costs more than it saves and one
+    thread keeps float sums in one order) run with one torch thread; the setting is restored after."""
+    if request.node.get_closest_marker("one_thread") is None:
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "ids-sst-train.csv").exists():

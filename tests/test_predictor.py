@@ -19,12 +19,7 @@ PAIRS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.one_thread  # small models: one torch thread is faster and deterministic
 
 
 def save_bundle(base: str, path, freeze_encoder: bool) -> MultiTaskModel:

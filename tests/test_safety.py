@@ -15,12 +15,7 @@ from hf_pals.modeling import BUNDLE_CONFIG_FIELDS
 from hf_pals.tasks import cs224n_task
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.one_thread  # small models: one torch thread is faster and deterministic
 
 
 def _model(base, freeze_encoder=True, pal_config=None):

@@ -31,12 +31,7 @@ TINY = str(REPO / "recipes" / "tiny.yaml")
 TASKS = ("sst", "quora", "sts")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.one_thread  # small models: one torch thread is faster and deterministic
 
 
 def _tasks(top=TASKS, sts_head="cosine"):

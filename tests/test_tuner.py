@@ -27,15 +27,8 @@ T1, T2 = "sst", "quora"
 
 
 # transformers 5.x deprecates gradient_checkpointing_enable / is_gradient_checkpointing (still the API used).
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.one_thread]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_bert(dropout=0.1, seed=0):

@@ -35,15 +35,8 @@ ATOL = 1e-6
 VARIANTS = ("pal", "low_rank", "pal_lora", "houlsby")
 
 # transformers 5.x deprecates gradient_checkpointing_enable / is_gradient_checkpointing (still the API used).
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.one_thread]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_bert(seed=0):
