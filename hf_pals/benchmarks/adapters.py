@@ -112,13 +112,23 @@ def mixed_batch_throughput(base: str, data_dir: str, batch_size: int, max_length
     def one_mixed():
         model(**mixed, adapter_names=names)
 
-    times = interleaved_medians({"single": singles, "mixed": one_mixed}, warmup=2, repeats=repeats)
+    @torch.no_grad()
+    def one_task_all_rows():  # the same rows as the mixed batch, all routed to one task: no routing cost
+        model(**mixed, adapter_names=tasks[0])
+
+    times = interleaved_medians(
+        {"single": singles, "mixed": one_mixed, "same_size": one_task_all_rows}, warmup=2, repeats=repeats
+    )
     rows = batch_size * len(tasks)
-    single_rate, mixed_rate = rows / times["single"], rows / times["mixed"]
+    single_rate, mixed_rate, same_size_rate = (rows / times[k] for k in ("single", "mixed", "same_size"))
     return {
         "rows_per_s_single_task_batches": round(single_rate, 1),
         "rows_per_s_mixed_task_batch": round(mixed_rate, 1),
+        "rows_per_s_one_task_batch_of_the_same_size": round(same_size_rate, 1),
         "mixed_over_single_throughput": round(mixed_rate / single_rate, 3),
+        # Below 1 only by what routing rows to several adapters costs; the ratio above also holds the
+        # effect of one batch of 3x the rows against three smaller ones.
+        "mixed_over_same_size_single_task": round(mixed_rate / same_size_rate, 3),
     }
 
 

@@ -1,0 +1,27 @@
+"""The adapter benchmark runs end to end on a tiny base and its figures are consistent with each other
+(the timings themselves are only meaningful from `hf-pals bench` on a quiet machine, never in tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hf_pals.benchmarks import adapters
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+
+def test_adapter_benchmark_reports_every_candidate_and_consistent_ratios(tiny_base, data_dir):
+    result = adapters.run(str(data_dir), tiny_base, batch_size=4, max_length=16, repeats=1)
+    steps = result["train_step_seconds"]
+    assert set(steps) == set(adapters.CANDIDATES) and all(t > 0 for t in steps.values())
+    assert result["ratios"]["pal_over_full_finetune"] == pytest.approx(steps["pal"] / steps["full_finetune"], rel=0.05)  # step times are rounded
+    trainable = result["trainable_parameters"]
+    assert trainable["pal_frozen_encoder"] < trainable["full_finetune"] < trainable["pal"]
+    assert set(result["peak_memory_growth_mib"]) == set(adapters.CANDIDATES)
+    mixed = result["mixed_task_inference"]
+    assert mixed["mixed_over_single_throughput"] == pytest.approx(
+        mixed["rows_per_s_mixed_task_batch"] / mixed["rows_per_s_single_task_batches"], rel=0.02
+    )
+    assert mixed["mixed_over_same_size_single_task"] == pytest.approx(
+        mixed["rows_per_s_mixed_task_batch"] / mixed["rows_per_s_one_task_batch_of_the_same_size"], rel=0.02
+    )
