@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from hf_pals.data.sampling import (
     CURRICULA,
@@ -166,6 +167,19 @@ def _snapshot(model):
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
+class ParameterSnapshots(TrainerCallback):
+    """Records a copy of every parameter before training and after each optimizer step (`snapshots`)."""
+
+    def __init__(self):
+        self.snapshots = []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.snapshots.append(_snapshot(model))
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.snapshots.append(_snapshot(model))
+
+
 def _hybrid_trainer(tiny_base, output_dir, max_steps=4, callbacks=None, **args):
     from transformers import AutoTokenizer, TrainingArguments
 
@@ -193,20 +207,11 @@ def test_hybrid_trainer_trains_only_the_current_task_in_sequential_steps(tmp_pat
     """Epoch 1 (steps 0, 1) is sequential: step 0 trains sst's adapter and head only, step 1 quora's;
     epoch 2 (steps 2, 3) is joint: the encoder and every task train. Weight decay is on, so a parameter
     that merely had a zero gradient would still move."""
-    from transformers import TrainerCallback
-
     from hf_pals.training.curriculum import task_parameters
 
-    snapshots = []
-
-    class Record(TrainerCallback):
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            snapshots.append(_snapshot(model))
-
-        def on_step_end(self, args, state, control, model=None, **kwargs):
-            snapshots.append(_snapshot(model))
-
-    trainer = _hybrid_trainer(tiny_base, tmp_path, callbacks=[Record()])
+    recorder = ParameterSnapshots()
+    snapshots = recorder.snapshots
+    trainer = _hybrid_trainer(tiny_base, tmp_path, callbacks=[recorder])
     model, tasks = trainer.model, ["sst", "quora", "sts"]
     schedule = trainer.schedule
     assert [schedule.tasks_at(s) for s in range(4)] == [["sst"], ["quora"], tasks, tasks]

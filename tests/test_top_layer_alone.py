@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertModel, TrainerCallback, TrainingArguments
+from transformers import AutoTokenizer, BertModel, TrainingArguments
 
 from hf_pals import MultiTaskPredictor, PALConfig, hub
 from hf_pals.cli import main
@@ -22,7 +22,7 @@ from hf_pals.training import MultiTaskTrainer
 from peft import PeftModel
 
 from conftest import REPO
-from test_curricula import _snapshot
+from test_curricula import ParameterSnapshots, _snapshot
 from test_recipe import _base, _write
 from test_top_layer import ROWS, _batches
 from test_trainer import _datasets
@@ -155,14 +155,8 @@ def test_hybrid_curriculum_trains_only_the_current_tasks_head_and_top_layer(tiny
     epoch (steps 2, 3): the encoder and every task train."""
     from hf_pals.training.curriculum import HybridTrainer, task_parameters
 
-    snapshots = []
-
-    class Record(TrainerCallback):
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            snapshots.append(_snapshot(model))
-
-        def on_step_end(self, args, state, control, model=None, **kwargs):
-            snapshots.append(_snapshot(model))
+    recorder = ParameterSnapshots()
+    snapshots = recorder.snapshots
 
     model = _model(tiny_base)
     args = TrainingArguments(
@@ -173,7 +167,7 @@ def test_hybrid_curriculum_trains_only_the_current_tasks_head_and_top_layer(tiny
         train_datasets=_datasets(), max_length=16, tokenizer=AutoTokenizer.from_pretrained(tiny_base),
         sampling={"name": "hybrid", "steps_per_epoch": 2}, multitask={"step_mode": "joint"},
     )
-    trainer = HybridTrainer(model, args, callbacks=[Record()], **common)
+    trainer = HybridTrainer(model, args, callbacks=[recorder], **common)
     owned = task_parameters(model, list(TASKS))
     ids = {id(p): n for n, p in model.named_parameters()}
     owner = {ids[id(p)]: task for task, params in owned.items() for p in params}
