@@ -34,6 +34,7 @@ from .modeling import (
     ENCODER_WEIGHTS_NAME,
     HEADS_NAME,
     adapter_dir,
+    bundle_has_adapters,
     read_bundle_config,
     weight_shapes,
     weights_file,
@@ -98,7 +99,7 @@ def bundle_files(model_dir: str) -> list[str]:
     config = read_bundle_config(model_dir)
     files = [BUNDLE_CONFIG_NAME, HEADS_NAME]
     weights_file(model_dir, HEADS_NAME)
-    for task in config["tasks"] if config.get("adapters", True) else ():
+    for task in config["tasks"] if bundle_has_adapters(config) else ():
         rel = os.path.relpath(adapter_dir(model_dir, task), model_dir)
         weights_file(os.path.join(model_dir, rel), ADAPTER_WEIGHTS_NAME)
         files += [f"{rel}/adapter_config.json", f"{rel}/{ADAPTER_WEIGHTS_NAME}"]
@@ -181,7 +182,7 @@ def model_card(model_dir: str, repo_id: Optional[str] = None, datasets: Optional
     split = report.get("split", "eval")
     model_name = (repo_id or os.path.basename(os.path.abspath(model_dir))).split("/")[-1]
     base = config["base_model_name_or_path"]
-    has_adapters = config.get("adapters", True)
+    has_adapters = bundle_has_adapters(config)
     sources = {t: dict(CS224N_DATASETS[t]) for t in tasks if t in CS224N_TASKS}
     for task, dataset_id in (datasets or {}).items():
         if task not in tasks:

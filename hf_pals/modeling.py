@@ -115,7 +115,7 @@ class MultiTaskModel(nn.Module):
     @property
     def bert(self) -> PreTrainedModel:
         """The underlying transformers model (a `BertModel`): inside PEFT's wrapper, or the encoder itself."""
-        return self.encoder.get_base_model() if isinstance(self.encoder, PeftModel) else self.encoder
+        return self.encoder.get_base_model() if self.has_adapters else self.encoder
 
     def _routing(self, adapter_names) -> dict:
         """The encoder's keyword arguments that route rows to adapters (PEFT's `adapter_names`); none
@@ -312,7 +312,7 @@ class MultiTaskModel(nn.Module):
                 tasks[name] = TaskSpec.from_dict(name, values)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{config_path}: {err}") from err
-        adapters = config.get("adapters", True)
+        adapters = bundle_has_adapters(config)
         adapter_tasks = list(tasks) if adapters else []
         pal_configs = {name: PALConfig.from_pretrained(adapter_dir(model_dir, name)) for name in adapter_tasks}
         for pal_config in pal_configs.values():
@@ -346,7 +346,7 @@ class MultiTaskModel(nn.Module):
         The bundle must have adapters exactly when this model does (its `hf_pals_config.json` says)."""
         config_path = os.path.join(model_dir, BUNDLE_CONFIG_NAME)
         if os.path.exists(config_path):
-            saved = read_bundle_config(model_dir).get("adapters", True)
+            saved = bundle_has_adapters(read_bundle_config(model_dir))
             if saved != self.has_adapters:
                 have = "has adapters" if saved else "has no adapters"
                 wanted = "one adapter per task" if self.has_adapters else "no adapters"
@@ -383,6 +383,12 @@ def adapter_dir(model_dir: str, task: str) -> str:
     return root if task == "default" else os.path.join(root, task)
 
 
+def bundle_has_adapters(config: dict) -> bool:
+    """Whether a bundle config (`read_bundle_config`) has one adapter per task; bundles written before
+    the "adapters" field existed always have them."""
+    return config.get("adapters", True)
+
+
 def read_bundle_config(model_dir: str) -> dict:
     path = os.path.join(model_dir, BUNDLE_CONFIG_NAME)
     if not os.path.exists(path):
@@ -403,7 +409,7 @@ def read_bundle_config(model_dir: str) -> dict:
         )
     if not isinstance(config["tasks"], dict) or not config["tasks"]:
         raise ValueError(f"{path}: field 'tasks' must map task names to their settings")
-    if not isinstance(config.get("adapters", True), bool):
+    if not isinstance(bundle_has_adapters(config), bool):
         raise ValueError(f"{path}: field 'adapters' must be true or false, got {config['adapters']!r}")
     return config
 
