@@ -40,6 +40,9 @@ import torch.nn.functional as F
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from . import dropout as fast_dropout
+from .attention import projected_self_attention
+
 #: Name used in a per-example `adapter_names` list for examples that should see the base model only.
 BASE_ADAPTER_NAME = "__base__"
 
@@ -57,24 +60,6 @@ PAL_TYPES = tuple(VARIANT_MODULES)
 #: Variants that add TS(h_l) before the output LayerNorm; the others act inside the output sub-layers.
 PARALLEL_TYPES = ("pal", "low_rank", "pal_lora")
 HOULSBY_TYPES = ("houlsby",)
-
-
-def projected_self_attention(query, key, value, x, attention_mask, num_heads: int, dropout: float):
-    """MH of the paper: multi-head self-attention in the d_s space, without an output projection
-    (V_D plays that role). Attention goes through `scaled_dot_product_attention`, which takes the
-    bool, additive-float or `None` masks that transformers 5.x hands to a layer.
-
-    Q, K and V come from one matrix product with the three projections' weights stacked: the same
-    numbers as three `Linear` calls, but one matmul (and one in backward) instead of three on a d_s-wide
-    input, which is what small projections cost on a CPU. The weights stay three `Linear`s, so the saved
-    keys (`pals_query`/`pals_key`/`pals_value`) do not change."""
-    batch, length, width = x.shape
-    weight = torch.cat((query.weight, key.weight, value.weight))
-    bias = torch.cat((query.bias, key.bias, value.bias))
-    qkv = F.linear(x, weight, bias).view(batch, length, 3, num_heads, width // num_heads)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout)
-    return context.transpose(1, 2).reshape(batch, length, width)
 
 
 class PALLayer(nn.Module, BaseTunerLayer):
@@ -194,7 +179,7 @@ class PALLayer(nn.Module, BaseTunerLayer):
         if pal_type == "low_rank":
             return decoder(F.gelu(encoder(hidden_states)))
         if pal_type == "pal_lora":
-            return F.dropout(decoder(encoder(hidden_states)), self.pals_dropout[adapter_name], self.training)
+            return fast_dropout.dropout(decoder(encoder(hidden_states)), self.pals_dropout[adapter_name], self.training)
         projected = projected_self_attention(
             self.pals_query[adapter_name],
             self.pals_key[adapter_name],

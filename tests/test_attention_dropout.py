@@ -1,0 +1,157 @@
+"""Tests for the adapters' dropout (hf_pals.tuner.dropout) and the PAL attention's CPU training kernel
+(hf_pals.tuner.attention.AttentionWithDropout): the mask's statistics, and outputs and gradients equal to
+the written-out attention with the same mask."""
+
+import pytest
+import torch
+from torch import nn
+
+from hf_pals.tuner import attention, dropout
+from hf_pals.tuner.attention import AttentionWithDropout, projected_self_attention
+
+pytestmark = pytest.mark.one_thread
+
+
+# 1. The mask ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_mask_drops_each_lane_with_probability_p_independently(p):
+    """Every 16-bit lane of the random words (element index mod 4) drops with probability p, and two
+    neighbours drop together with probability p^2 (independent draws)."""
+    torch.manual_seed(0)
+    n = 1 << 22
+    mask = dropout.dropout_mask((n,), p)
+    assert mask.dtype == torch.bool and mask.shape == (n,)
+    tolerance = 6 * (p * (1 - p) / (n // 4)) ** 0.5  # six standard deviations of one lane's mean
+    for lane in range(4):
+        assert abs(mask[lane::4].float().mean().item() - p) < tolerance, lane
+    both = (mask[:-1] & mask[1:]).float().mean().item()
+    assert abs(both - p * p) < 6 * (p * p * (1 - p * p) / n) ** 0.5
+
+
+def test_dropout_mask_edges_and_seeding():
+    assert not dropout.dropout_mask((3, 5, 7), 0.0).any()  # 105 elements: not a multiple of four
+    assert dropout.dropout_mask((3, 5, 7), 1.0).all()
+    torch.manual_seed(3)
+    first = dropout.dropout_mask((4, 9), 0.3)
+    torch.manual_seed(3)
+    assert torch.equal(first, dropout.dropout_mask((4, 9), 0.3))
+    with pytest.raises(ValueError, match="dropout probability"):
+        dropout.dropout_mask((2,), 1.5)
+
+
+def test_dropout_scales_kept_elements_and_is_identity_in_eval():
+    torch.manual_seed(0)
+    x = torch.rand(1000) + 1.0
+    y = dropout.dropout(x, 0.25, training=True)
+    kept = y != 0
+    assert 0 < kept.sum() < 1000
+    torch.testing.assert_close(y[kept], x[kept] / 0.75)
+    assert dropout.dropout(x, 0.25, training=False) is x
+    assert dropout.dropout(x, 0.0, training=True) is x
+    assert not dropout.dropout(x, 1.0, training=True).any()
+
+
+# 2. The attention kernel -------------------------------------------------------------------------------------
+
+
+def reference_attention(q, k, v, attention_mask, dropped, p):
+    """Dropout(softmax(Q K^T / sqrt(d_h) + mask)) V written out with autograd-tracked operations."""
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    elif attention_mask is not None:
+        scores = scores + attention_mask
+    probs = scores.softmax(-1).masked_fill(dropped, 0.0) / (1 - p)
+    return probs @ v
+
+
+@pytest.fixture
+def fixed_mask(monkeypatch):
+    """Make the kernel draw a known dropout mask, so it can be compared with the reference."""
+    torch.manual_seed(1)
+    masks = {}
+
+    def known(shape, p, device=None):
+        masks.setdefault(tuple(shape), torch.rand(shape) < p)
+        return masks[tuple(shape)]
+
+    monkeypatch.setattr(dropout, "dropout_mask", known)
+    return lambda shape: masks[tuple(shape)]
+
+
+def qkv(batch=2, heads=3, length=5, head_size=4, dtype=torch.float64):
+    torch.manual_seed(0)
+    return [torch.randn(batch, heads, length, head_size, dtype=dtype, requires_grad=True) for _ in range(3)]
+
+
+def bool_mask(keep_rows):
+    keep = torch.tensor(keep_rows, dtype=torch.bool)
+    return keep[:, None, None, :]
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool_padding", "float_padding", "bool_fully_masked_row"])
+def test_attention_with_dropout_equals_written_out_attention_with_gradients(fixed_mask, mask_kind):
+    """Same outputs and same Q/K/V gradients as autograd through the written-out attention with the same
+    dropout mask; a row whose keys are all masked gets no gradient through its filled scores."""
+    q, k, v = qkv()
+    p = 0.3
+    masks = {
+        "none": None,
+        "bool_padding": bool_mask([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
+        "float_padding": (~bool_mask([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])).double() * -1e4,
+        "bool_fully_masked_row": bool_mask([[1, 1, 1, 1, 1], [0, 0, 0, 0, 0]]),
+    }
+    attention_mask = masks[mask_kind]
+    got = AttentionWithDropout.apply(q, k, v, attention_mask, p)
+    dropped = fixed_mask((6, 5, 5)).view(2, 3, 5, 5)  # the kernel draws it for (batch * heads, L, L)
+    expected = reference_attention(q, k, v, attention_mask, dropped, p)
+    torch.testing.assert_close(got, expected)
+    weights = torch.randn_like(got)
+    grads = torch.autograd.grad((got * weights).sum(), (q, k, v))
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (q, k, v))
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e)
+    assert fixed_mask((6, 5, 5)).any() and not fixed_mask((6, 5, 5)).all()
+
+
+def test_attention_with_dropout_passes_gradcheck(fixed_mask):
+    q, k, v = qkv(batch=1, heads=2, length=4, head_size=3)
+    mask = bool_mask([[1, 1, 1, 0]])
+    assert torch.autograd.gradcheck(lambda a, b, c: AttentionWithDropout.apply(a, b, c, mask, 0.2), (q, k, v))
+
+
+def test_projected_attention_in_training_uses_the_kernel_with_sdpa_numbers(monkeypatch):
+    """With no element dropped, the CPU training path gives SDPA's numbers scaled by 1/(1-p); in eval
+    (p = 0) SDPA itself runs."""
+    torch.manual_seed(0)
+    width, heads = 12, 3
+    query, key, value = (nn.Linear(width, width) for _ in range(3))
+    x = torch.randn(2, 6, width)
+    mask = bool_mask([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    calls = []
+    real_apply = AttentionWithDropout.apply
+    monkeypatch.setattr(dropout, "dropout_mask", lambda shape, p, device=None: torch.zeros(shape, dtype=torch.bool))
+    monkeypatch.setattr(attention.AttentionWithDropout, "apply", lambda *a: calls.append(1) or real_apply(*a))
+    trained = projected_self_attention(query, key, value, x, mask, num_heads=heads, dropout=0.2)
+    evaluated = projected_self_attention(query, key, value, x, mask, num_heads=heads, dropout=0.0)
+    assert len(calls) == 1
+    torch.testing.assert_close(trained, evaluated / 0.8, atol=1e-6, rtol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast: SDPA's kernels, not this one
+        projected_self_attention(query, key, value, x, mask, num_heads=heads, dropout=0.2)
+    assert len(calls) == 1
+
+
+def test_projected_attention_dropout_is_seeded_by_torch():
+    torch.manual_seed(0)
+    width = 12
+    query, key, value = (nn.Linear(width, width) for _ in range(3))
+    x = torch.randn(2, 6, width)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        outs.append(projected_self_attention(query, key, value, x, None, num_heads=3, dropout=0.5))
+    torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
+    no_dropout = projected_self_attention(query, key, value, x, None, num_heads=3, dropout=0.0)
+    assert not torch.allclose(outs[0], no_dropout / 0.5)  # some probabilities were dropped
