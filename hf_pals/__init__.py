@@ -4,6 +4,7 @@ Importing this package registers the "pals" PEFT method, so `peft.get_peft_model
 `PeftModel.from_pretrained` and transformers' `model.load_adapter` handle `PALConfig` adapters.
 """
 
+from .allocator import keep_freed_memory
 from .modeling import MultiTaskModel
 from .tasks import TaskSpec
 from .tuner import BASE_ADAPTER_NAME, PALConfig, PALModel, pal_parameter_count
@@ -19,6 +20,7 @@ __all__ = [
     "MultiTaskPredictor",
     "MultiTaskTrainer",
     "TaskSpec",
+    "keep_freed_memory",
     "__version__",
 ]
 

@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # before any model is loaded: CPU steps then reuse freed memory (see hf_pals/allocator.py)
     from . import run
     from .recipe import RecipeError, load_recipe
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hf_pals.benchmarks import adapters
+from hf_pals.benchmarks.common import paired_ratio
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -25,3 +26,13 @@ def test_adapter_benchmark_reports_every_candidate_and_consistent_ratios(tiny_ba
     assert mixed["mixed_over_same_size_single_task"] == pytest.approx(
         mixed["rows_per_s_mixed_task_batch"] / mixed["rows_per_s_one_task_batch_of_the_same_size"], rel=0.02
     )
+
+
+
+def test_paired_ratio_is_the_median_of_side_by_side_ratios():
+    """Two rounds where the machine is slow for both candidates give side-by-side ratios of 1.1; one round
+    where "pal" ran in a fast phase alone gives 0.4. The paired ratio says 1.1; the ratio of the medians
+    (1.2 / 3.0) would say 0.4."""
+    times = {"pal": [1.1, 3.3, 1.2], "full": [1.0, 3.0, 3.0]}
+    assert paired_ratio(times, "pal", "full") == pytest.approx(1.1)
+    assert paired_ratio(times, "full", "pal") == pytest.approx(1 / 1.1)

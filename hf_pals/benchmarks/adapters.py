@@ -2,7 +2,8 @@
 memory of each, and mixed-task batch inference against single-task batches.
 
 All candidates use the same base model (all-MiniLM-L6-v2 by default) and the same batch of real Quora
-pairs packed to `max_length`; step times are interleaved medians from one process. Peak memory is read
+pairs packed to `max_length`; step times are interleaved medians from one process, and each ratio is the
+median of the ratios of the two steps timed side by side in each round. Peak memory is read
 in a child process per candidate (its peak RSS minus its RSS before the first step).
 
     hf-pals bench adapters --data-dir ../shared/data/cs224n [--batch-size 32] [--max-length 64]
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 import subprocess
 import sys
 from typing import Any
@@ -21,11 +23,18 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModel, AutoTokenizer
 
+from ..allocator import keep_freed_memory
 from ..base_models import resolve_base_model
 from ..tuner import PALConfig
-from .common import interleaved_medians, peak_rss_mib, real_pairs, reset_peak_rss, train_step_fn
+from .common import interleaved_medians, interleaved_times, paired_ratio, peak_rss_mib, real_pairs, reset_peak_rss, train_step_fn
 
 CANDIDATES = ("full_finetune", "pal", "pal_frozen_encoder", "lora")
+#: The step-time ratios reported: name -> (numerator, denominator) candidates.
+RATIOS = {
+    "pal_over_full_finetune": ("pal", "full_finetune"),
+    "pal_over_lora": ("pal", "lora"),
+    "pal_frozen_encoder_over_full_finetune": ("pal_frozen_encoder", "full_finetune"),
+}
 
 
 def pal_trainable_parameters(bert) -> int:
@@ -143,6 +152,7 @@ def memory_of(candidate: str, base: str, data_dir: str, batch_size: int, max_len
 
 
 def _memory_child(candidate, base, data_dir, batch_size, max_length) -> float:
+    keep_freed_memory()  # as `hf-pals` does in the parent, which this child does not inherit
     wrapper, _ = build(candidate, base)
     batch, labels = make_batch(base, data_dir, batch_size, max_length)
     step = train_step_fn(wrapper, loss_fn(wrapper, batch, labels, adapter=candidate.startswith("pal")))
@@ -152,7 +162,7 @@ def _memory_child(candidate, base, data_dir, batch_size, max_length) -> float:
     return round(peak_rss_mib() - before, 1)
 
 
-def run(data_dir: str, base_model: str, batch_size: int = 32, max_length: int = 64, repeats: int = 12) -> dict[str, Any]:
+def run(data_dir: str, base_model: str, batch_size: int = 32, max_length: int = 64, repeats: int = 20) -> dict[str, Any]:
     base = resolve_base_model(base_model)
     batch, labels = make_batch(base, data_dir, batch_size, max_length)
     steps, trainable = {}, {}
@@ -161,19 +171,17 @@ def run(data_dir: str, base_model: str, batch_size: int = 32, max_length: int = 
         steps[candidate] = train_step_fn(
             wrapper, loss_fn(wrapper, copy.copy(batch), labels, adapter=candidate.startswith("pal"))
         )
-    times = interleaved_medians(steps, warmup=2, repeats=repeats)
+    rounds = interleaved_times(steps, warmup=2, repeats=repeats)
+    times = {c: statistics.median(t) for c, t in rounds.items()}
     memory = {c: memory_of(c, base, data_dir, batch_size, max_length) for c in CANDIDATES}
-    full = times["full_finetune"]
     return {
         "base_model": base_model,
         "batch": {"task": "quora", "rows": batch_size, "max_length": max_length, "threads": torch.get_num_threads()},
         "train_step_seconds": {c: round(t, 4) for c, t in times.items()},
         "trainable_parameters": trainable,
-        "ratios": {
-            "pal_over_full_finetune": round(times["pal"] / full, 3),
-            "pal_over_lora": round(times["pal"] / times["lora"], 3),
-            "pal_frozen_encoder_over_full_finetune": round(times["pal_frozen_encoder"] / full, 3),
-        },
+        # Median of the per-round ratios (`paired_ratio`); the ratios of the median step times are below.
+        "ratios": {name: round(paired_ratio(rounds, a, b), 3) for name, (a, b) in RATIOS.items()},
+        "ratios_of_median_step_times": {name: round(times[a] / times[b], 3) for name, (a, b) in RATIOS.items()},
         "targets": {"pal_over_full_finetune": "<= 1.10", "pal_frozen_encoder_over_full_finetune": "<= 0.80",
                     "mixed_over_single_throughput": ">= 0.90"},
         "peak_memory_growth_mib": memory,

@@ -18,9 +18,9 @@ def real_pairs(data_dir: str, task: str, rows: int) -> list[dict]:
     return [dict(dataset[i], task=task) for i in range(rows)]
 
 
-def interleaved_medians(steps: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each function, measured in interleaved rounds so that slow phases of
-    the machine hit every candidate alike."""
+def interleaved_times(steps: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each call of each function, measured in interleaved rounds (one call of each function
+    per round), so that slow phases of the machine hit every candidate alike."""
     for fn in steps.values():
         for _ in range(warmup):
             fn()
@@ -30,7 +30,19 @@ def interleaved_medians(steps: dict[str, Callable[[], None]], warmup: int, repea
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def interleaved_medians(steps: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, from `interleaved_times`."""
+    return {name: statistics.median(values) for name, values in interleaved_times(steps, warmup, repeats).items()}
+
+
+def paired_ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """Median over rounds of numerator/denominator, each ratio from two calls timed side by side in one
+    round: on a machine whose speed drifts (shared cores, page-fault bursts) this is steadier than the
+    ratio of the two medians, whose calls may come from different slow or fast phases."""
+    return statistics.median(a / b for a, b in zip(times[numerator], times[denominator]))
 
 
 def _status_kib(field: str) -> int:
