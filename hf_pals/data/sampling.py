@@ -416,6 +416,35 @@ def build_task_schedule(
     return TASK_SCHEDULES[name](*args)
 
 
+class RowStream:
+    """Rows of one task (`rows`, 0-based within the task) in a seeded random order, reshuffled after
+    each pass; length-grouped with `lengths` (the task's per-row lengths). `take(n)` gives the next n
+    rows as dataset indices (`offset` added). The order is a pure function of `seed` and the pass, so
+    batch samplers built on it (joint and hybrid steps) give the same batches in every run and resume."""
+
+    def __init__(self, rows: np.ndarray, offset: int, seed: Sequence[int], batch_size: int, lengths=None):
+        self.rows, self.offset, self.seed = rows, offset, list(seed)
+        self.batch_size, self.lengths = batch_size, lengths
+        self.order: Optional[np.ndarray] = None
+        self.position = 0
+        self.passes = 0
+
+    def take(self, count: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < count:
+            if self.order is None or self.position >= len(self.rows):
+                rng = np.random.default_rng(self.seed + [self.passes])
+                self.order = self.rows[rng.permutation(len(self.rows))]
+                if self.lengths is not None:
+                    self.order = group_by_length(self.order, self.lengths, self.batch_size, rng)
+                self.position = 0
+                self.passes += 1
+            chunk = self.order[self.position : self.position + count - len(out)]
+            out.extend(int(i) + self.offset for i in chunk)
+            self.position += len(chunk)
+        return out
+
+
 class MultiTaskBatchSampler(Sampler[list[int]]):
     """Yields batches of indices into a `MultiTaskDataset`, every batch from a single task.
 

@@ -36,37 +36,9 @@ import numpy as np
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from ..data.length_grouping import group_by_length
-from ..data.sampling import HybridTaskSchedule
+from ..data.sampling import HybridTaskSchedule, RowStream
 from .joint import JOINT_KEY, JointCollator, MultitaskConfig, _all_reduce_grads
 from .trainer import MultiTaskTrainer
-
-
-class _RowStream:
-    """Rows of one task (`rows`, 0-based within the task) in a seeded random order, reshuffled after
-    each pass; length-grouped with `lengths` (the task's per-row lengths)."""
-
-    def __init__(self, rows: np.ndarray, offset: int, seed: Sequence[int], batch_size: int, lengths=None):
-        self.rows, self.offset, self.seed = rows, offset, list(seed)
-        self.batch_size, self.lengths = batch_size, lengths
-        self.order: Optional[np.ndarray] = None
-        self.position = 0
-        self.passes = 0
-
-    def take(self, count: int) -> list[int]:
-        out: list[int] = []
-        while len(out) < count:
-            if self.order is None or self.position >= len(self.rows):
-                rng = np.random.default_rng(self.seed + [self.passes])
-                self.order = self.rows[rng.permutation(len(self.rows))]
-                if self.lengths is not None:
-                    self.order = group_by_length(self.order, self.lengths, self.batch_size, rng)
-                self.position = 0
-                self.passes += 1
-            chunk = self.order[self.position : self.position + count - len(out)]
-            out.extend(int(i) + self.offset for i in chunk)
-            self.position += len(chunk)
-        return out
 
 
 class HybridBatchSampler(Sampler[list[int]]):
@@ -100,9 +72,9 @@ class HybridBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return self.num_steps * self.batches_per_step
 
-    def _stream(self, task: str, rows: np.ndarray, *key: int) -> _RowStream:
+    def _stream(self, task: str, rows: np.ndarray, *key: int) -> RowStream:
         index = self.schedule.tasks.index(task)
-        return _RowStream(
+        return RowStream(
             rows, self.task_offsets[task], [self.schedule.seed, 1 + index, *key], self.per_task_batch_size,
             self.lengths.get(task),
         )
@@ -111,7 +83,7 @@ class HybridBatchSampler(Sampler[list[int]]):
         schedule = self.schedule
         sizes = dict(zip(schedule.tasks, schedule.sizes))
         sequential = {t: self._stream(t, np.arange(sizes[t])) for t in schedule.tasks}
-        joint: dict[str, _RowStream] = {}
+        joint: dict[str, RowStream] = {}
         joint_epoch = None
         for batch in range(len(self)):
             step = batch // self.batches_per_step

@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from ..data.length_grouping import group_by_length
+from ..data.sampling import RowStream
 from .gradient_surgery import GRADIENT_SURGERY, EpisodicMemory, build_gradient_surgery, count_conflicts
 from .loss_balancing import (
     LOSS_BALANCERS,
@@ -157,32 +157,6 @@ class MultitaskConfig:
 
 
 # ------------------------------------------------------------------------------------------------ data
-class _TaskStream:
-    """A task's rows in a seeded random order, reshuffled after each pass (as `MultiTaskBatchSampler`)."""
-
-    def __init__(self, size: int, offset: int, seed: int, task_index: int, batch_size: int, lengths=None):
-        self.size, self.offset, self.seed, self.task_index = size, offset, seed, task_index
-        self.batch_size, self.lengths = batch_size, lengths
-        self.order: Optional[np.ndarray] = None
-        self.position = 0
-        self.passes = 0
-
-    def take(self, count: int) -> list[int]:
-        out: list[int] = []
-        while len(out) < count:
-            if self.order is None or self.position >= self.size:
-                rng = np.random.default_rng([self.seed, 1 + self.task_index, self.passes])
-                self.order = rng.permutation(self.size)
-                if self.lengths is not None:
-                    self.order = group_by_length(self.order, self.lengths, self.batch_size, rng)
-                self.position = 0
-                self.passes += 1
-            chunk = self.order[self.position : self.position + min(count - len(out), self.size - self.position)]
-            out.extend(int(i) + self.offset for i in chunk)
-            self.position += len(chunk)
-        return out
-
-
 class JointBatchSampler(Sampler[list[int]]):
     """Yields joint batches of indices into a `MultiTaskDataset`: `batch_size` rows of every task, in
     task order, per micro-batch of each process.
@@ -223,8 +197,12 @@ class JointBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         streams = [
-            _TaskStream(
-                self.task_sizes[t], self.task_offsets[t], self.seed, i, self.per_task_batch_size, self.lengths.get(t)
+            RowStream(
+                np.arange(self.task_sizes[t]),
+                self.task_offsets[t],
+                [self.seed, 1 + i],
+                self.per_task_batch_size,
+                self.lengths.get(t),
             )
             for i, t in enumerate(self.tasks)
         ]
