@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import statistics
 import subprocess
 import sys
 from typing import Any
@@ -26,7 +25,16 @@ from transformers import AutoModel, AutoTokenizer
 from ..allocator import keep_freed_memory
 from ..base_models import resolve_base_model
 from ..tuner import PALConfig
-from .common import interleaved_medians, interleaved_times, paired_ratio, peak_rss_mib, real_pairs, reset_peak_rss, train_step_fn
+from .common import (
+    interleaved_medians,
+    interleaved_times,
+    medians,
+    paired_ratio,
+    peak_rss_mib,
+    real_pairs,
+    reset_peak_rss,
+    train_step_fn,
+)
 
 CANDIDATES = ("full_finetune", "pal", "pal_frozen_encoder", "lora")
 #: The step-time ratios reported: name -> (numerator, denominator) candidates.
@@ -172,7 +180,7 @@ def run(data_dir: str, base_model: str, batch_size: int = 32, max_length: int = 
             wrapper, loss_fn(wrapper, copy.copy(batch), labels, adapter=candidate.startswith("pal"))
         )
     rounds = interleaved_times(steps, warmup=2, repeats=repeats)
-    times = {c: statistics.median(t) for c, t in rounds.items()}
+    times = medians(rounds)
     memory = {c: memory_of(c, base, data_dir, batch_size, max_length) for c in CANDIDATES}
     return {
         "base_model": base_model,

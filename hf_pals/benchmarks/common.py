@@ -33,9 +33,14 @@ def interleaved_times(steps: dict[str, Callable[[], None]], warmup: int, repeats
     return times
 
 
+def medians(times: dict[str, list[float]]) -> dict[str, float]:
+    """The median of each candidate's times (from `interleaved_times`)."""
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def interleaved_medians(steps: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, float]:
     """Median seconds per call of each function, from `interleaved_times`."""
-    return {name: statistics.median(values) for name, values in interleaved_times(steps, warmup, repeats).items()}
+    return medians(interleaved_times(steps, warmup, repeats))
 
 
 def paired_ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> float:
