@@ -67,18 +67,32 @@ def reference_attention(q, k, v, attention_mask, dropped, p):
     return probs @ v
 
 
+def packed(q, k, v):
+    """The kernel's input, (batch, L, 3 * heads * d_h) = [Q / sqrt(d_h), K, V], from per-head tensors."""
+    batch, heads, length, head_size = q.shape
+    stacked = torch.stack((q * head_size**-0.5, k, v))  # (3, B, H, L, d_h)
+    return stacked.permute(1, 3, 0, 2, 4).reshape(batch, length, 3 * heads * head_size)
+
+
+def merged(context):
+    """(batch, heads, L, d_h) -> (batch, L, heads * d_h), the kernel's output layout."""
+    batch, heads, length, head_size = context.shape
+    return context.transpose(1, 2).reshape(batch, length, heads * head_size)
+
+
 @pytest.fixture
 def fixed_mask(monkeypatch):
-    """Make the kernel draw a known dropout mask, so it can be compared with the reference."""
+    """Make the kernel draw a known dropout mask, so it can be compared with the reference; the
+    fixture returns the dropped positions of a shape."""
     torch.manual_seed(1)
-    masks = {}
+    dropped = {}
 
     def known(shape, p, device=None):
-        masks.setdefault(tuple(shape), torch.rand(shape) < p)
-        return masks[tuple(shape)]
+        dropped.setdefault(tuple(shape), torch.rand(shape) < p)
+        return dropped[tuple(shape)].logical_not()
 
-    monkeypatch.setattr(dropout, "dropout_mask", known)
-    return lambda shape: masks[tuple(shape)]
+    monkeypatch.setattr(dropout, "keep_mask", known)
+    return lambda shape: dropped[tuple(shape)]
 
 
 def qkv(batch=2, heads=3, length=5, head_size=4, dtype=torch.float64):
@@ -91,35 +105,64 @@ def bool_mask(keep_rows):
     return keep[:, None, None, :]
 
 
-@pytest.mark.parametrize("mask_kind", ["none", "bool_padding", "float_padding", "bool_fully_masked_row"])
+def transformers_mask(keep_rows):
+    """A key-padding mask as transformers 5.x hands it to a BERT layer: (batch, 1, L, L), materialised."""
+    keys = bool_mask(keep_rows)
+    return keys.expand(keys.shape[0], 1, keys.shape[-1], keys.shape[-1]).contiguous()
+
+
+MASKS = {
+    "none": lambda: None,
+    "bool_padding": lambda: bool_mask([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
+    "transformers_padding": lambda: transformers_mask([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
+    "float_padding": lambda: (~bool_mask([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])).double() * -1e4,
+    "bool_fully_masked_row": lambda: bool_mask([[1, 1, 1, 1, 1], [0, 0, 0, 0, 0]]),
+    "transformers_fully_masked_row": lambda: transformers_mask([[1, 1, 1, 1, 1], [0, 0, 0, 0, 0]]),
+    "bool_causal": lambda: torch.ones(5, 5, dtype=torch.bool).tril()[None, None].expand(2, 1, 5, 5),
+    "bool_per_query_with_an_empty_row": lambda: torch.tensor(
+        [[1, 1, 1, 1, 1], [0, 0, 0, 0, 0], [1, 0, 1, 0, 1], [1, 1, 0, 0, 0], [0, 1, 1, 1, 1]], dtype=torch.bool
+    )[None, None].expand(2, 1, 5, 5),
+}
+
+
+@pytest.mark.parametrize("mask_kind", list(MASKS))
 def test_attention_with_dropout_equals_written_out_attention_with_gradients(fixed_mask, mask_kind):
     """Same outputs and same Q/K/V gradients as autograd through the written-out attention with the same
-    dropout mask; a row whose keys are all masked gets no gradient through its filled scores."""
+    dropout mask, for key-padding masks (the bias-column path) and per-query masks (the general path);
+    a row whose keys are all masked gets no gradient through its filled scores."""
     q, k, v = qkv()
     p = 0.3
-    masks = {
-        "none": None,
-        "bool_padding": bool_mask([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
-        "float_padding": (~bool_mask([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])).double() * -1e4,
-        "bool_fully_masked_row": bool_mask([[1, 1, 1, 1, 1], [0, 0, 0, 0, 0]]),
-    }
-    attention_mask = masks[mask_kind]
-    got = AttentionWithDropout.apply(q, k, v, attention_mask, p)
+    attention_mask = MASKS[mask_kind]()
+    got = AttentionWithDropout.apply(packed(q, k, v), attention_mask, 3, p)
     dropped = fixed_mask((6, 5, 5)).view(2, 3, 5, 5)  # the kernel draws it for (batch * heads, L, L)
-    expected = reference_attention(q, k, v, attention_mask, dropped, p)
+    expected = merged(reference_attention(q, k, v, attention_mask, dropped, p))
     torch.testing.assert_close(got, expected)
     weights = torch.randn_like(got)
     grads = torch.autograd.grad((got * weights).sum(), (q, k, v))
     expected_grads = torch.autograd.grad((expected * weights).sum(), (q, k, v))
     for g, e in zip(grads, expected_grads):
         torch.testing.assert_close(g, e)
-    assert fixed_mask((6, 5, 5)).any() and not fixed_mask((6, 5, 5)).all()
+    assert dropped.any() and not dropped.all()
+
+
+def test_key_padding_masks_take_the_bias_column_and_others_do_not():
+    """Masks equal for every query (as transformers builds them) become a (batch, L) key bias; causal
+    and per-query masks do not (they take the general path)."""
+    bias = attention.key_padding_bias(transformers_mask([[1, 1, 0], [1, 0, 0]]), 2, 3, torch.float32)
+    lowest = torch.finfo(torch.float32).min
+    torch.testing.assert_close(bias, torch.tensor([[0.0, 0.0, lowest], [0.0, lowest, lowest]]))
+    assert attention.key_padding_bias(MASKS["bool_causal"](), 2, 5, torch.float32) is None
+    assert attention.key_padding_bias(None, 2, 5, torch.float32) is None
+    float_mask = MASKS["float_padding"]()
+    torch.testing.assert_close(attention.key_padding_bias(float_mask, 2, 5, torch.float64), float_mask[:, 0, 0, :])
 
 
 def test_attention_with_dropout_passes_gradcheck(fixed_mask):
     q, k, v = qkv(batch=1, heads=2, length=4, head_size=3)
-    mask = bool_mask([[1, 1, 1, 0]])
-    assert torch.autograd.gradcheck(lambda a, b, c: AttentionWithDropout.apply(a, b, c, mask, 0.2), (q, k, v))
+    for mask in (bool_mask([[1, 1, 1, 0]]), torch.ones(4, 4, dtype=torch.bool).tril()[None, None], None):
+        assert torch.autograd.gradcheck(
+            lambda a, b, c: AttentionWithDropout.apply(packed(a, b, c), mask, 2, 0.2), (q, k, v)
+        )
 
 
 def test_projected_attention_in_training_uses_the_kernel_with_sdpa_numbers(monkeypatch):
@@ -132,7 +175,7 @@ def test_projected_attention_in_training_uses_the_kernel_with_sdpa_numbers(monke
     mask = bool_mask([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
     calls = []
     real_apply = AttentionWithDropout.apply
-    monkeypatch.setattr(dropout, "dropout_mask", lambda shape, p, device=None: torch.zeros(shape, dtype=torch.bool))
+    monkeypatch.setattr(dropout, "keep_mask", lambda shape, p, device=None: torch.ones(shape, dtype=torch.bool))
     monkeypatch.setattr(attention.AttentionWithDropout, "apply", lambda *a: calls.append(1) or real_apply(*a))
     trained = projected_self_attention(query, key, value, x, mask, num_heads=heads, dropout=0.2)
     evaluated = projected_self_attention(query, key, value, x, mask, num_heads=heads, dropout=0.0)

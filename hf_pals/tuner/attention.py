@@ -3,15 +3,26 @@ training.
 
 Why a kernel of our own: with dropout on the attention probabilities (the paper's code has it, as BERT's
 attention does), `scaled_dot_product_attention` on a CPU leaves its fused kernel for the unfused math
-and draws its dropout mask with `bernoulli_`: 13.5 ms forward + backward for one layer of the adapter
-benchmark's batch (32 x 6 heads x 64 x 64), against 3-4 ms without dropout. `AttentionWithDropout` does
-the same math in 5.9 ms (each timed alone, 2 threads): the cheaper mask of `fast_dropout.dropout_mask`,
-the kept probabilities written into the scores' buffer, and a backward written out so no mask-fill of
-the L x L gradient is copied. On other devices, and under autocast, SDPA's own kernels run (GPU kernels
-fuse dropout).
+and draws its dropout mask with `bernoulli_`. `AttentionWithDropout` computes the same function with
+fewer passes over the (batch x heads x L x L) tensors, which is what the projected attention costs on a
+CPU (its matrix products are small; its L x L passes are not):
+
+- the packed projections go in and the context comes out in one copy each (no per-head reshapes);
+- the 1/sqrt(d_h) scale is folded into the query weights (a d_s x d_s product, not a pass over Q);
+- a key-padding mask (what transformers hands a BERT layer: the same keys masked for every query) rides
+  in the Q K^T product as one extra column (1 in Q, 0 or the dtype's lowest value in K), so masking
+  costs no pass over the scores;
+- the dropout mask comes from `fast_dropout.keep_mask` (four 16-bit draws per 64-bit random word) and is
+  applied as one multiply; the backward needs only the softmax output and the kept probabilities
+  (dS = P_kept * dP' - P * rowsum(P_kept * dP'), dP' the gradient of the kept probabilities), so the
+  mask is not kept for it.
+
+On other devices, in eval (p = 0) and under autocast, SDPA's own kernels run (GPU kernels fuse dropout).
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -25,73 +36,122 @@ def projected_self_attention(
 ) -> torch.Tensor:
     """MH of the paper: multi-head self-attention in the d_s space, without an output projection
     (V_D plays that role). `attention_mask` is what transformers 5.x hands a layer: a bool mask (True =
-    attend), an additive float mask, or `None`. `dropout` is the attention-probability dropout (0 in eval).
+    attend), an additive float mask, or `None`; it broadcasts to (batch, heads, L, L). `dropout` is the
+    attention-probability dropout (0 in eval).
 
-    Q, K and V come from one matrix product with the three projections' weights stacked: the same
-    numbers as three `Linear` calls, but one matmul (and one in backward) instead of three on a d_s-wide
-    input, which is what small projections cost on a CPU. The weights stay three `Linear`s, so the saved
-    keys (`pals_query`/`pals_key`/`pals_value`) do not change."""
+    Q, K and V come from one matrix product with the three projections' weights stacked (the query's
+    scaled by 1/sqrt(d_h)): the same function as three `Linear` calls and a scaled product, with one
+    matmul (and one in backward) instead of three on a d_s-wide input. The weights stay three `Linear`s,
+    so the saved keys (`pals_query`/`pals_key`/`pals_value`) do not change."""
     batch, length, width = x.shape
-    weight = torch.cat((query.weight, key.weight, value.weight))
-    bias = torch.cat((query.bias, key.bias, value.bias))
-    qkv = F.linear(x, weight, bias).view(batch, length, 3, num_heads, width // num_heads)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    if dropout > 0.0 and q.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
-        context = AttentionWithDropout.apply(q, k, v, attention_mask, dropout)
-    else:
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout)
+    if width % num_heads:
+        raise ValueError(f"the PAL width {width} is not a multiple of pal_num_heads={num_heads}")
+    head_size = width // num_heads
+    scale = head_size**-0.5
+    weight = torch.cat((query.weight * scale, key.weight, value.weight))
+    bias = torch.cat((query.bias * scale, key.bias, value.bias))
+    qkv = F.linear(x, weight, bias)
+    if dropout > 0.0 and qkv.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+        return AttentionWithDropout.apply(qkv, attention_mask, num_heads, dropout)
+    q, k, v = qkv.view(batch, length, 3, num_heads, head_size).permute(2, 0, 3, 1, 4).unbind(0)
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout, scale=1.0)
     return context.transpose(1, 2).reshape(batch, length, width)
 
 
-class AttentionWithDropout(torch.autograd.Function):
-    """Dropout(softmax(Q K^T / sqrt(d_h) + mask)) V for (batch, heads, length, d_h) tensors: what
-    `scaled_dot_product_attention(q, k, v, attn_mask, dropout_p=p)` computes, with inverted dropout.
+def key_padding_bias(attention_mask, batch: int, length: int, dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """The additive (batch, L) key bias of a mask that masks the same keys for every head and query
+    (0 = attend, the dtype's lowest value = masked, or the float mask's own values), or `None` for any
+    other mask. transformers' BERT masks are of this kind: (batch, 1, L, L), each row a copy of the
+    example's padding."""
+    if attention_mask is None or attention_mask.dim() != 4 or attention_mask.shape[1] != 1:
+        return None
+    if attention_mask.shape[-1] != length or attention_mask.shape[0] not in (1, batch):
+        return None
+    keys = attention_mask[:, 0, 0, :]
+    if attention_mask.shape[2] != 1 and not torch.equal(attention_mask[:, 0], keys[:, None, :].expand_as(attention_mask[:, 0])):
+        return None  # a mask that differs between queries (causal, or per-query): the general path
+    if keys.dtype == torch.bool:
+        bias = torch.zeros(keys.shape, dtype=dtype, device=keys.device).masked_fill_(keys.logical_not(), torch.finfo(dtype).min)
+    else:
+        bias = keys.to(dtype)
+    return bias.expand(batch, length)
 
-    A bool `attention_mask` (True = attend) fills the scores of masked keys with the dtype's lowest value
-    (a row with every key masked then attends uniformly instead of giving NaN); a float mask is added.
-    Masked keys get zero probability, so their score gradients are zero without masking the L x L
-    gradient, except in a row with every key masked: only then is it masked (a filled score has none)."""
+
+class AttentionWithDropout(torch.autograd.Function):
+    """Dropout(softmax(Q K^T + mask)) V for each head, from the packed projections `qkv` (batch, L, 3·d_s)
+    = [Q / sqrt(d_h), K, V] to the context (batch, L, d_s): what `scaled_dot_product_attention(q, k, v,
+    attn_mask, dropout_p=p, scale=1)` computes on the split heads, with inverted dropout.
+
+    A bool `attention_mask` (True = attend) gives masked keys the dtype's lowest score (a row with every
+    key masked then attends uniformly instead of giving NaN, and gets no gradient through its scores); a
+    float mask is added. Masked keys get zero probability, hence zero score gradients."""
 
     @staticmethod
-    def forward(ctx, q, k, v, attention_mask, p: float):
-        batch, heads, length, head_size = q.shape
-        scale = head_size**-0.5
-        # (batch * heads, length, d_h) copies, so every product below is one bmm on contiguous matrices
-        q3 = (q * scale).reshape(batch * heads, length, head_size)
-        k3, v3 = k.reshape(batch * heads, length, head_size), v.reshape(batch * heads, length, head_size)
-        scores = torch.bmm(q3, k3.transpose(1, 2))
-        masked_rows = None  # the bool mask's masked positions, kept only if a row has no key to attend
-        if attention_mask is not None:
-            scores4 = scores.view(batch, heads, length, length)
+    def forward(ctx, qkv, attention_mask, num_heads: int, p: float):
+        batch, length, packed = qkv.shape
+        width = packed // 3
+        head_size = width // num_heads
+        rows = batch * num_heads
+        heads = qkv.view(batch, length, 3, num_heads, head_size).permute(2, 0, 3, 1, 4)  # (3, B, H, L, d_h) view
+        key_bias = key_padding_bias(attention_mask, batch, length, qkv.dtype)
+        no_keys = None  # what gets no score gradient: examples (key-padding mask) or mask positions (general)
+        if attention_mask is None or key_bias is not None:
+            columns = head_size + (key_bias is not None)  # the bias column: 1 in Q, the key bias in K
+            q3 = qkv.new_empty(batch, num_heads, length, columns)
+            k3 = qkv.new_empty(batch, num_heads, length, columns)
+            q3[..., :head_size] = heads[0]
+            k3[..., :head_size] = heads[1]
+            if key_bias is not None:
+                q3[..., head_size] = 1.0
+                k3[..., head_size] = key_bias[:, None, :]
+                if attention_mask.dtype == torch.bool:
+                    empty = torch.nonzero(~attention_mask[:, 0, 0, :].expand(batch, length).any(-1)).flatten()
+                    no_keys = empty if empty.numel() else None
+            q3, k3 = q3.view(rows, length, columns), k3.view(rows, length, columns)
+            scores = torch.bmm(q3, k3.transpose(1, 2))
+        else:
+            q3, k3 = heads[0].reshape(rows, length, head_size), heads[1].reshape(rows, length, head_size)
+            scores = torch.bmm(q3, k3.transpose(1, 2))
+            scores4 = scores.view(batch, num_heads, length, length)
             if attention_mask.dtype == torch.bool:
                 masked = attention_mask.logical_not()
                 scores4.masked_fill_(masked, torch.finfo(scores.dtype).min)
                 if masked.all(dim=-1).any():
-                    masked_rows = masked
+                    no_keys = masked
             else:
                 scores4.add_(attention_mask)
+        v3 = heads[2].reshape(rows, length, head_size)
         probs = torch.softmax(scores, dim=-1)
-        dropped = fast_dropout.dropout_mask(probs.shape, p, probs.device)
-        kept = torch.where(dropped, probs.new_zeros(()), probs, out=scores)  # the scores' buffer is free now
-        context = torch.bmm(kept, v3).mul_(1.0 / (1.0 - p))
-        ctx.save_for_backward(q3, k3, v3, probs, kept, dropped, masked_rows)
-        ctx.scale, ctx.p = scale, p
-        return context.view(batch, heads, length, head_size)
+        keep = fast_dropout.keep_mask(probs.shape, p, probs.device)
+        kept = torch.mul(probs, keep.view(torch.uint8), out=scores)  # the scores' buffer is free now
+        context = torch.bmm(kept, v3).view(batch, num_heads, length, head_size).transpose(1, 2)
+        output = qkv.new_empty(batch, length, num_heads, head_size)
+        torch.mul(context, 1.0 / (1.0 - p), out=output)
+        ctx.save_for_backward(q3, k3, v3, probs, kept, no_keys)
+        ctx.shape, ctx.p = (batch, num_heads, length, head_size), p
+        return output.view(batch, length, width)
 
     @staticmethod
-    def backward(ctx, grad_context):
-        q3, k3, v3, probs, kept, dropped, masked_rows = ctx.saved_tensors
-        batch, heads, length, head_size = grad_context.shape
-        grad3 = grad_context.reshape(batch * heads, length, head_size) * (1.0 / (1.0 - ctx.p))
-        grad_v = torch.bmm(kept.transpose(1, 2), grad3)
-        grad_probs = torch.bmm(grad3, v3.transpose(1, 2)).masked_fill_(dropped, 0.0)
-        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
-        if masked_rows is not None:
-            grad_scores.view(batch, heads, length, length).masked_fill_(masked_rows, 0.0)
-        grad_q = torch.bmm(grad_scores, k3).mul_(ctx.scale)
-        grad_k = torch.bmm(grad_scores.transpose(1, 2), q3)  # q3 holds the scale already
-        shape = (batch, heads, length, head_size)
-        return grad_q.view(shape), grad_k.view(shape), grad_v.view(shape), None, None
+    def backward(ctx, grad_output):
+        q3, k3, v3, probs, kept, no_keys = ctx.saved_tensors
+        batch, heads, length, head_size = ctx.shape
+        rows = batch * heads
+        grad3 = grad_output.new_empty(batch, heads, length, head_size)
+        torch.mul(grad_output.view(batch, length, heads, head_size).transpose(1, 2), 1.0 / (1.0 - ctx.p), out=grad3)
+        grad3 = grad3.view(rows, length, head_size)
+        grads = grad_output.new_empty(3, rows, length, head_size)  # dQ, dK, dV, packed as the input was
+        torch.bmm(kept.transpose(1, 2), grad3, out=grads[2])
+        grad_scores = torch.bmm(grad3, v3.transpose(1, 2)).mul_(kept)  # d(kept) * kept
+        grad_scores.addcmul_(probs, grad_scores.sum(-1, keepdim=True), value=-1.0)
+        if no_keys is not None:
+            if no_keys.dtype == torch.bool:
+                grad_scores.view(batch, heads, length, length).masked_fill_(no_keys, 0.0)
+            else:
+                grad_scores.view(batch, -1)[no_keys] = 0.0
+        torch.bmm(grad_scores, k3[..., :head_size], out=grads[0])
+        torch.bmm(grad_scores.transpose(1, 2), q3[..., :head_size], out=grads[1])
+        packed = grads.view(3, batch, heads, length, head_size).permute(1, 3, 0, 2, 4)
+        return packed.reshape(batch, length, 3 * heads * head_size), None, None, None
 
 
-__all__ = ["projected_self_attention", "AttentionWithDropout"]
+__all__ = ["projected_self_attention", "AttentionWithDropout", "key_padding_bias"]

@@ -23,19 +23,24 @@ import torch
 LEVELS = 1 << 16
 
 
-def dropout_mask(shape: torch.Size, p: float, device=None) -> torch.Tensor:
-    """A bool tensor of `shape`, True where an element is dropped: independently, with probability p
-    (rounded to a multiple of 1/65536)."""
+def keep_mask(shape: torch.Size, p: float, device=None) -> torch.Tensor:
+    """A bool tensor of `shape`, True where an element is kept: each dropped independently, with
+    probability p (rounded to a multiple of 1/65536)."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     threshold = round(p * LEVELS)
     if threshold >= LEVELS:  # p rounds to 1: the threshold would not fit an int16 comparison
-        return torch.ones(shape, dtype=torch.bool, device=device)
+        return torch.zeros(shape, dtype=torch.bool, device=device)
     numel = math.prod(shape)
     # random_(-2**63, None) draws from the full int64 range, so all four 16-bit lanes of a word are uniform.
     words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
     lanes = words.view(torch.int16)[:numel].view(shape)
-    return lanes < threshold - LEVELS // 2
+    return lanes >= threshold - LEVELS // 2
+
+
+def dropout_mask(shape: torch.Size, p: float, device=None) -> torch.Tensor:
+    """A bool tensor of `shape`, True where an element is dropped: the complement of `keep_mask`."""
+    return keep_mask(shape, p, device).logical_not_()
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -48,4 +53,4 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     return x.masked_fill(dropout_mask(x.shape, p, x.device), 0.0) * (1.0 / (1.0 - p))
 
 
-__all__ = ["dropout", "dropout_mask", "LEVELS"]
+__all__ = ["dropout", "dropout_mask", "keep_mask", "LEVELS"]
