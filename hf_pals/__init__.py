@@ -21,12 +21,13 @@ __all__ = [
     "MultiTaskTrainer",
     "TaskSpec",
     "keep_freed_memory",
+    "use_fast_dropout",
     "__version__",
 ]
 
 #: Imported on first use: they pull in transformers.Trainer / evaluate + datasets (seconds), which code
 #: that only loads adapters (`import hf_pals; model.load_adapter(...)`) does not need.
-_LAZY = {"MultiTaskTrainer": ".training", "MultiTaskPredictor": ".predictor"}
+_LAZY = {"MultiTaskTrainer": ".training", "MultiTaskPredictor": ".predictor", "use_fast_dropout": ".encoder_dropout"}
 
 
 def __getattr__(name):

@@ -98,6 +98,8 @@ class PretrainRecipe:
             the output matrix is the word embeddings' and goes with the encoder); default: the
             encoder's `training.learning_rate`.
         training: `TrainingArguments` fields (max_steps or num_train_epochs, batch size, lr, ...).
+        fast_dropout: the encoder's dropout through hf_pals' cheaper CPU mask (`use_fast_dropout`), as
+            in training recipes; false keeps torch's own.
     """
 
     base_model: str
@@ -108,6 +110,7 @@ class PretrainRecipe:
     head_warmup_steps: int = 0
     head_learning_rate: Optional[float] = None
     training: dict[str, Any] = field(default_factory=dict)
+    fast_dropout: bool = True
     source: str = "<recipe>"
 
     def training_arguments(self) -> TrainingArguments:
@@ -168,6 +171,8 @@ def parse_pretrain_recipe(values: Any, source: str = "<recipe>") -> PretrainReci
     lr = recipe.head_learning_rate
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
         raise bad("head_learning_rate", "a positive number or null", lr)
+    if not isinstance(recipe.fast_dropout, bool):
+        raise bad("fast_dropout", "true or false", recipe.fast_dropout)
     if not isinstance(recipe.training, dict):
         raise bad("training", "a mapping of TrainingArguments fields", recipe.training)
     known = {f.name for f in fields(TrainingArguments)}
@@ -352,6 +357,10 @@ def pretrain(recipe: PretrainRecipe, resume: Union[bool, str, None] = None) -> d
     eval_set = tokenize_sentences(eval_text, tokenizer, recipe.max_length) if eval_text else []
     set_seed(args.seed)  # the new head's initial weights
     model, new_head = load_mlm_model(recipe.base_model)
+    if recipe.fast_dropout:
+        from .encoder_dropout import use_fast_dropout
+
+        use_fast_dropout(model)
 
     callbacks = []
     if recipe.head_warmup_steps:

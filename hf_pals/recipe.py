@@ -73,6 +73,9 @@ class Recipe:
     #: How tasks share a step (`hf_pals.training.joint.MultitaskConfig`, always built): `multitask: {step_mode:
     #: joint, loss_balancing: dwa, gradient_surgery: pcgrad, ...}`; absent = one task per step.
     multitask: Optional[Any] = None
+    #: The encoder's dropout drawn by hf_pals' cheaper CPU mask (`hf_pals.encoder_dropout.use_fast_dropout`):
+    #: the same dropout, ~15% shorter CPU training steps; `fast_dropout: false` keeps torch's own.
+    fast_dropout: bool = True
     source: str = "<recipe>"
 
     def task_specs(self) -> dict[str, TaskSpec]:
@@ -155,6 +158,8 @@ def parse_recipe(values: dict[str, Any], source: str = "<recipe>") -> Recipe:
     unknown = sorted(set(recipe.tasks) - set(CS224N_TASKS))
     if unknown:
         raise RecipeError(f"{source}: tasks: unknown task(s) {unknown}; known tasks are {sorted(CS224N_TASKS)}")
+    if not isinstance(recipe.fast_dropout, bool):
+        raise RecipeError(f"{source}: fast_dropout must be true or false, got {recipe.fast_dropout!r}")
     if recipe.data.format != "cs224n":
         raise RecipeError(f"{source}: data.format must be 'cs224n', got {recipe.data.format!r}")
     if recipe.data.on_bad_rows not in ("raise", "skip"):

@@ -17,6 +17,7 @@ from .base_models import resolve_base_model
 from .data import cs224n_path, load_cs224n, load_cs224n_file, write_cs224n_predictions
 from .data.multitask import MultiTaskCollator
 from .evaluation import evaluate_tasks, predict
+from .encoder_dropout import use_fast_dropout
 from .modeling import MultiTaskModel
 from .recipe import Recipe
 from .training import MultiTaskTrainer
@@ -82,6 +83,8 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
         max_length=recipe.max_length,
         adapters=recipe.uses_adapters,
     )
+    if recipe.fast_dropout:
+        use_fast_dropout(model)
     augmenting_collator = None
     if recipe.augment is not None and recipe.augment.tasks:
         from .data.augment import EDAAugmenter

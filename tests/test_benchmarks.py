@@ -16,8 +16,13 @@ def test_adapter_benchmark_reports_every_candidate_and_consistent_ratios(tiny_ba
     steps = result["train_step_seconds"]
     assert set(steps) == set(adapters.CANDIDATES) and all(t > 0 for t in steps.values())
     assert result["ratios"]["pal_over_full_finetune"] == pytest.approx(steps["pal"] / steps["full_finetune"], rel=0.05)  # step times are rounded
+    fast = result["ratios"]["fast_dropout/full_finetune_over_torch_dropout"]
+    assert fast == pytest.approx(steps["full_finetune_fast_dropout"] / steps["full_finetune"], rel=0.05)
     trainable = result["trainable_parameters"]
     assert trainable["pal_frozen_encoder"] < trainable["full_finetune"] < trainable["pal"]
+    for name in ("full_finetune", "pal", "pal_frozen_encoder"):  # the same models, only the dropout differs
+        assert trainable[name + "_fast_dropout"] == trainable[name]
+    assert result["targets_met"]["pal_over_full_finetune"] == (result["ratios"]["pal_over_full_finetune"] <= 1.10)
     assert set(result["peak_memory_growth_mib"]) == set(adapters.CANDIDATES)
     mixed = result["mixed_task_inference"]
     assert mixed["mixed_over_single_throughput"] == pytest.approx(

@@ -77,10 +77,92 @@ def key_padding_bias(attention_mask, batch: int, length: int, dtype: torch.dtype
     return bias.expand(batch, length)
 
 
+def _scores(q_heads, k_heads, attention_mask, scale: float):
+    """Q K^T * scale for (batch, heads, L, d_h) views, as (batch * heads, L_q, L_k) with the mask applied,
+    and what the backward needs: the two operands (with the bias column for a key-padding mask) and
+    `no_keys`, what gets no score gradient (examples of a key-padding mask, or the mask's positions of a
+    general one, when some query has no key to attend; else None)."""
+    batch, heads, q_length, head_size = q_heads.shape
+    k_length = k_heads.shape[2]
+    rows = batch * heads
+    key_bias = key_padding_bias(attention_mask, batch, k_length, q_heads.dtype)
+    no_keys = None
+    if attention_mask is None or key_bias is not None:
+        columns = head_size + (key_bias is not None)  # the bias column: 1 in Q, the key bias in K
+        q3 = q_heads.new_empty(batch, heads, q_length, columns)
+        k3 = k_heads.new_empty(batch, heads, k_length, columns)
+        if scale == 1.0:
+            q3[..., :head_size] = q_heads
+        else:
+            torch.mul(q_heads, scale, out=q3[..., :head_size])
+        k3[..., :head_size] = k_heads
+        if key_bias is not None:
+            q3[..., head_size] = 1.0
+            k3[..., head_size] = key_bias[:, None, :]
+            if attention_mask.dtype == torch.bool:
+                empty = torch.nonzero(~attention_mask[:, 0, 0, :].expand(batch, k_length).any(-1)).flatten()
+                no_keys = empty if empty.numel() else None
+        q3, k3 = q3.view(rows, q_length, columns), k3.view(rows, k_length, columns)
+        return torch.bmm(q3, k3.transpose(1, 2)), q3, k3, no_keys
+    q3 = (q_heads if scale == 1.0 else q_heads * scale).reshape(rows, q_length, head_size)
+    k3 = k_heads.reshape(rows, k_length, head_size)
+    scores = torch.bmm(q3, k3.transpose(1, 2))
+    scores4 = scores.view(batch, heads, q_length, k_length)
+    if attention_mask.dtype == torch.bool:
+        masked = attention_mask.logical_not()
+        scores4.masked_fill_(masked, torch.finfo(scores.dtype).min)
+        if masked.all(dim=-1).any():
+            no_keys = masked
+    else:
+        scores4.add_(attention_mask)
+    return scores, q3, k3, no_keys
+
+
+def _attend(ctx, q_heads, k_heads, v_heads, attention_mask, p: float, scale: float) -> torch.Tensor:
+    """The forward of both kernels: the context as (batch, L_q, heads, d_h), contiguous."""
+    batch, heads, q_length, head_size = q_heads.shape
+    scores, q3, k3, no_keys = _scores(q_heads, k_heads, attention_mask, scale)
+    v3 = v_heads.reshape(batch * heads, v_heads.shape[2], head_size)
+    probs = torch.softmax(scores, dim=-1)
+    keep = fast_dropout.keep_mask(probs.shape, p, probs.device)
+    kept = torch.mul(probs, keep.view(torch.uint8), out=scores)  # the scores' buffer is free now
+    context = torch.bmm(kept, v3).view(batch, heads, q_length, head_size).transpose(1, 2)
+    output = q_heads.new_empty(batch, q_length, heads, head_size)
+    torch.mul(context, 1.0 / (1.0 - p), out=output)
+    ctx.save_for_backward(q3, k3, v3, probs, kept, no_keys)
+    ctx.shape, ctx.p, ctx.scale = (batch, heads, q_length, head_size), p, scale
+    return output
+
+
+def _attend_backward(ctx, grad_output) -> torch.Tensor:
+    """Gradients of Q (unscaled), K and V, packed as (3, batch * heads, L, d_h), from the gradient of the
+    (batch, L_q, heads * d_h) context. dS = kept * dKept - P * rowsum(kept * dKept)."""
+    q3, k3, v3, probs, kept, no_keys = ctx.saved_tensors
+    batch, heads, q_length, head_size = ctx.shape
+    rows = batch * heads
+    grad3 = grad_output.new_empty(batch, heads, q_length, head_size)
+    torch.mul(grad_output.view(batch, q_length, heads, head_size).transpose(1, 2), 1.0 / (1.0 - ctx.p), out=grad3)
+    grad3 = grad3.view(rows, q_length, head_size)
+    grads = grad_output.new_empty(3, rows, q_length, head_size)  # dQ, dK, dV (self-attention: one length)
+    torch.bmm(kept.transpose(1, 2), grad3, out=grads[2])
+    grad_scores = torch.bmm(grad3, v3.transpose(1, 2)).mul_(kept)  # d(kept) * kept
+    grad_scores.addcmul_(probs, grad_scores.sum(-1, keepdim=True), value=-1.0)
+    if no_keys is not None:
+        if no_keys.dtype == torch.bool:
+            grad_scores.view(batch, heads, q_length, -1).masked_fill_(no_keys, 0.0)
+        else:
+            grad_scores.view(batch, -1)[no_keys] = 0.0
+    torch.bmm(grad_scores, k3[..., :head_size], out=grads[0])
+    if ctx.scale != 1.0:
+        grads[0].mul_(ctx.scale)
+    torch.bmm(grad_scores.transpose(1, 2), q3[..., :head_size], out=grads[1])  # q3 holds the scale already
+    return grads
+
+
 class AttentionWithDropout(torch.autograd.Function):
     """Dropout(softmax(Q K^T + mask)) V for each head, from the packed projections `qkv` (batch, L, 3·d_s)
     = [Q / sqrt(d_h), K, V] to the context (batch, L, d_s): what `scaled_dot_product_attention(q, k, v,
-    attn_mask, dropout_p=p, scale=1)` computes on the split heads, with inverted dropout.
+    attn_mask, dropout_p=p, scale=1)` computes on the split heads, with inverted dropout. The PAL's MH.
 
     A bool `attention_mask` (True = attend) gives masked keys the dtype's lowest score (a row with every
     key masked then attends uniformly instead of giving NaN, and gets no gradient through its scores); a
@@ -89,69 +171,32 @@ class AttentionWithDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv, attention_mask, num_heads: int, p: float):
         batch, length, packed = qkv.shape
-        width = packed // 3
-        head_size = width // num_heads
-        rows = batch * num_heads
-        heads = qkv.view(batch, length, 3, num_heads, head_size).permute(2, 0, 3, 1, 4)  # (3, B, H, L, d_h) view
-        key_bias = key_padding_bias(attention_mask, batch, length, qkv.dtype)
-        no_keys = None  # what gets no score gradient: examples (key-padding mask) or mask positions (general)
-        if attention_mask is None or key_bias is not None:
-            columns = head_size + (key_bias is not None)  # the bias column: 1 in Q, the key bias in K
-            q3 = qkv.new_empty(batch, num_heads, length, columns)
-            k3 = qkv.new_empty(batch, num_heads, length, columns)
-            q3[..., :head_size] = heads[0]
-            k3[..., :head_size] = heads[1]
-            if key_bias is not None:
-                q3[..., head_size] = 1.0
-                k3[..., head_size] = key_bias[:, None, :]
-                if attention_mask.dtype == torch.bool:
-                    empty = torch.nonzero(~attention_mask[:, 0, 0, :].expand(batch, length).any(-1)).flatten()
-                    no_keys = empty if empty.numel() else None
-            q3, k3 = q3.view(rows, length, columns), k3.view(rows, length, columns)
-            scores = torch.bmm(q3, k3.transpose(1, 2))
-        else:
-            q3, k3 = heads[0].reshape(rows, length, head_size), heads[1].reshape(rows, length, head_size)
-            scores = torch.bmm(q3, k3.transpose(1, 2))
-            scores4 = scores.view(batch, num_heads, length, length)
-            if attention_mask.dtype == torch.bool:
-                masked = attention_mask.logical_not()
-                scores4.masked_fill_(masked, torch.finfo(scores.dtype).min)
-                if masked.all(dim=-1).any():
-                    no_keys = masked
-            else:
-                scores4.add_(attention_mask)
-        v3 = heads[2].reshape(rows, length, head_size)
-        probs = torch.softmax(scores, dim=-1)
-        keep = fast_dropout.keep_mask(probs.shape, p, probs.device)
-        kept = torch.mul(probs, keep.view(torch.uint8), out=scores)  # the scores' buffer is free now
-        context = torch.bmm(kept, v3).view(batch, num_heads, length, head_size).transpose(1, 2)
-        output = qkv.new_empty(batch, length, num_heads, head_size)
-        torch.mul(context, 1.0 / (1.0 - p), out=output)
-        ctx.save_for_backward(q3, k3, v3, probs, kept, no_keys)
-        ctx.shape, ctx.p = (batch, num_heads, length, head_size), p
-        return output.view(batch, length, width)
+        head_size = packed // 3 // num_heads
+        q, k, v = qkv.view(batch, length, 3, num_heads, head_size).permute(2, 0, 3, 1, 4)  # (B, H, L, d_h) views
+        return _attend(ctx, q, k, v, attention_mask, p, 1.0).view(batch, length, packed // 3)
 
     @staticmethod
     def backward(ctx, grad_output):
-        q3, k3, v3, probs, kept, no_keys = ctx.saved_tensors
         batch, heads, length, head_size = ctx.shape
-        rows = batch * heads
-        grad3 = grad_output.new_empty(batch, heads, length, head_size)
-        torch.mul(grad_output.view(batch, length, heads, head_size).transpose(1, 2), 1.0 / (1.0 - ctx.p), out=grad3)
-        grad3 = grad3.view(rows, length, head_size)
-        grads = grad_output.new_empty(3, rows, length, head_size)  # dQ, dK, dV, packed as the input was
-        torch.bmm(kept.transpose(1, 2), grad3, out=grads[2])
-        grad_scores = torch.bmm(grad3, v3.transpose(1, 2)).mul_(kept)  # d(kept) * kept
-        grad_scores.addcmul_(probs, grad_scores.sum(-1, keepdim=True), value=-1.0)
-        if no_keys is not None:
-            if no_keys.dtype == torch.bool:
-                grad_scores.view(batch, heads, length, length).masked_fill_(no_keys, 0.0)
-            else:
-                grad_scores.view(batch, -1)[no_keys] = 0.0
-        torch.bmm(grad_scores, k3[..., :head_size], out=grads[0])
-        torch.bmm(grad_scores.transpose(1, 2), q3[..., :head_size], out=grads[1])
-        packed = grads.view(3, batch, heads, length, head_size).permute(1, 3, 0, 2, 4)
-        return packed.reshape(batch, length, 3 * heads * head_size), None, None, None
+        grads = _attend_backward(ctx, grad_output).view(3, batch, heads, length, head_size)
+        return grads.permute(1, 3, 0, 2, 4).reshape(batch, length, 3 * heads * head_size), None, None, None
 
 
-__all__ = ["projected_self_attention", "AttentionWithDropout", "key_padding_bias"]
+class HeadsAttentionWithDropout(torch.autograd.Function):
+    """The same kernel for separate (batch, heads, L, d_h) Q, K, V and a `scale` (what transformers'
+    attention functions receive): Dropout(softmax(Q K^T * scale + mask)) V as (batch, L, heads, d_h).
+    Self-attention only (one length for queries and keys)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, attention_mask, p: float, scale: float):
+        return _attend(ctx, q, k, v, attention_mask, p, scale)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        batch, heads, length, head_size = ctx.shape
+        grads = _attend_backward(ctx, grad_output.reshape(batch, length, heads * head_size))
+        grads = grads.view(3, batch, heads, length, head_size)
+        return grads[0], grads[1], grads[2], None, None, None
+
+
+__all__ = ["projected_self_attention", "AttentionWithDropout", "HeadsAttentionWithDropout", "key_padding_bias"]
