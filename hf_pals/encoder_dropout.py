@@ -39,12 +39,7 @@ class FastDropout(nn.Dropout):
     probability p, scale the rest by 1/(1-p); the identity in eval. Always out of place."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        if self.p == 1.0:
-            return torch.zeros_like(x)
-        keep = fast_dropout.keep_mask(x.shape, self.p, x.device)
-        return torch.mul(x, keep.view(torch.uint8)).mul_(1.0 / (1.0 - self.p))
+        return fast_dropout.dropout(x, self.p, self.training)
 
 
 def sdpa_with_fast_dropout(

@@ -10,7 +10,8 @@ independent Bernoulli draws (with the drop probability rounded to a multiple of 
 of the random-number work, and a bool mask instead of a float noise tensor. The seed is torch's global
 generator's, so `torch.manual_seed` makes runs repeatable as with `F.dropout`.
 
-The base model's own dropout layers are left as they are: this only serves the modules hf_pals adds.
+The adapters' modules use it always; the shared encoder's own dropout layers use it through
+`hf_pals.encoder_dropout.use_fast_dropout` (on by default in `hf-pals train`).
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ def dropout_mask(shape: torch.Size, p: float, device=None) -> torch.Tensor:
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Inverted dropout, as `F.dropout(x, p, training)`: zero each element with probability p, scale
-    the rest by 1/(1-p); the identity when not training or p == 0."""
+    the rest by 1/(1-p); the identity when not training or p == 0. The mask multiplies as uint8 (a
+    bool mask's masked fill is ~3x slower on a CPU)."""
     if not training or p == 0.0:
         return x
     if p == 1.0:
         return torch.zeros_like(x)
-    return x.masked_fill(dropout_mask(x.shape, p, x.device), 0.0) * (1.0 / (1.0 - p))
+    return torch.mul(x, keep_mask(x.shape, p, x.device).view(torch.uint8)).mul_(1.0 / (1.0 - p))
 
 
 __all__ = ["dropout", "dropout_mask", "keep_mask", "LEVELS"]
