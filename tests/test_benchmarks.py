@@ -41,3 +41,20 @@ def test_paired_ratio_is_the_median_of_side_by_side_ratios():
     times = {"pal": [1.1, 3.3, 1.2], "full": [1.0, 3.0, 3.0]}
     assert paired_ratio(times, "pal", "full") == pytest.approx(1.1)
     assert paired_ratio(times, "full", "pal") == pytest.approx(1 / 1.1)
+
+
+def test_step_clock_counts_everything_after_the_last_backward_as_the_optimizer():
+    """Gradient clipping runs between the last backward and `on_pre_optimizer_step`: it must land in the
+    optimizer's share, not in the "outside" overhead."""
+    import time
+    from types import SimpleNamespace
+
+    from hf_pals.benchmarks.trainer import StepClock
+
+    clock = StepClock(warmup=0)
+    state = SimpleNamespace(global_step=1)
+    clock.compute_ended = time.perf_counter()
+    time.sleep(0.02)  # stands for clipping
+    clock.on_pre_optimizer_step(None, state, None)
+    clock.on_optimizer_step(None, state, None)
+    assert len(clock.optimizer) == 1 and clock.optimizer[0] >= 0.02
