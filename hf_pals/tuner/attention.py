@@ -7,7 +7,9 @@ and draws its dropout mask with `bernoulli_`. `AttentionWithDropout` computes th
 fewer passes over the (batch x heads x L x L) tensors, which is what the projected attention costs on a
 CPU (its matrix products are small; its L x L passes are not):
 
-- the packed projections go in and the context comes out in one copy each (no per-head reshapes);
+- Q, K and V are copied once each, from the packed projection, into the layout of the batched
+  products; the context comes out in one pass (with the 1/(1-p) scaling), and the backward hands back
+  one packed gradient;
 - the 1/sqrt(d_h) scale is folded into the query weights (a d_s x d_s product, not a pass over Q);
 - a key-padding mask (what transformers hands a BERT layer: the same keys masked for every query) rides
   in the Q K^T product as one extra column (1 in Q, 0 or the dtype's lowest value in K), so masking
@@ -18,6 +20,8 @@ CPU (its matrix products are small; its L x L passes are not):
   mask is not kept for it.
 
 On other devices, in eval (p = 0) and under autocast, SDPA's own kernels run (GPU kernels fuse dropout).
+`HeadsAttentionWithDropout` is the same kernel for separate Q, K, V: the encoder's own attention uses it
+through `hf_pals.encoder_dropout.use_fast_dropout`.
 """
 
 from __future__ import annotations
