@@ -54,6 +54,7 @@ from transformers import (
 
 from .base_models import resolve_base_model
 from .data import load_cs224n
+from .encoder_dropout import use_fast_dropout
 from .recipe import RecipeError, build_section, read_recipe_values, resolve_data_dir, training_arguments_from
 from .tasks import CS224N_TASKS
 
@@ -358,8 +359,6 @@ def pretrain(recipe: PretrainRecipe, resume: Union[bool, str, None] = None) -> d
     set_seed(args.seed)  # the new head's initial weights
     model, new_head = load_mlm_model(recipe.base_model)
     if recipe.fast_dropout:
-        from .encoder_dropout import use_fast_dropout
-
         use_fast_dropout(model)
 
     callbacks = []

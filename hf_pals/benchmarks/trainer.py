@@ -1,7 +1,7 @@
 """Trainer benchmark (issue 4): how much of a training step is spent outside forward, backward and the
-optimizer (gradient clipping and AdamW) (task sampling, collation and tokenisation, batch routing,
-logging), and the throughput of a
-2-process CPU run (Accelerate, DDP over gloo) relative to one process.
+optimizer step with its gradient clipping (that is: task sampling, collation and tokenisation, batch
+routing, logging), and the throughput of a 2-process CPU run (Accelerate, DDP over gloo) relative to
+one process.
 
     hf-pals bench trainer --data-dir ../shared/data/cs224n [--steps 40]
 """

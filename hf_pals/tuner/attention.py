@@ -82,19 +82,18 @@ def key_padding_bias(attention_mask, batch: int, length: int, dtype: torch.dtype
 
 
 def _scores(q_heads, k_heads, attention_mask, scale: float):
-    """Q K^T * scale for (batch, heads, L, d_h) views, as (batch * heads, L_q, L_k) with the mask applied,
+    """Q K^T * scale for (batch, heads, L, d_h) views (self-attention: one L), as (batch * heads, L, L) with the mask applied,
     and what the backward needs: the two operands (with the bias column for a key-padding mask) and
     `no_keys`, what gets no score gradient (examples of a key-padding mask, or the mask's positions of a
     general one, when some query has no key to attend; else None)."""
-    batch, heads, q_length, head_size = q_heads.shape
-    k_length = k_heads.shape[2]
+    batch, heads, length, head_size = q_heads.shape
     rows = batch * heads
-    key_bias = key_padding_bias(attention_mask, batch, k_length, q_heads.dtype)
+    key_bias = key_padding_bias(attention_mask, batch, length, q_heads.dtype)
     no_keys = None
     if attention_mask is None or key_bias is not None:
         columns = head_size + (key_bias is not None)  # the bias column: 1 in Q, the key bias in K
-        q3 = q_heads.new_empty(batch, heads, q_length, columns)
-        k3 = k_heads.new_empty(batch, heads, k_length, columns)
+        q3 = q_heads.new_empty(batch, heads, length, columns)
+        k3 = k_heads.new_empty(batch, heads, length, columns)
         if scale == 1.0:
             q3[..., :head_size] = q_heads
         else:
@@ -104,14 +103,14 @@ def _scores(q_heads, k_heads, attention_mask, scale: float):
             q3[..., head_size] = 1.0
             k3[..., head_size] = key_bias[:, None, :]
             if attention_mask.dtype == torch.bool:
-                empty = torch.nonzero(~attention_mask[:, 0, 0, :].expand(batch, k_length).any(-1)).flatten()
+                empty = torch.nonzero(~attention_mask[:, 0, 0, :].expand(batch, length).any(-1)).flatten()
                 no_keys = empty if empty.numel() else None
-        q3, k3 = q3.view(rows, q_length, columns), k3.view(rows, k_length, columns)
+        q3, k3 = q3.view(rows, length, columns), k3.view(rows, length, columns)
         return torch.bmm(q3, k3.transpose(1, 2)), q3, k3, no_keys
-    q3 = (q_heads if scale == 1.0 else q_heads * scale).reshape(rows, q_length, head_size)
-    k3 = k_heads.reshape(rows, k_length, head_size)
+    q3 = (q_heads if scale == 1.0 else q_heads * scale).reshape(rows, length, head_size)
+    k3 = k_heads.reshape(rows, length, head_size)
     scores = torch.bmm(q3, k3.transpose(1, 2))
-    scores4 = scores.view(batch, heads, q_length, k_length)
+    scores4 = scores.view(batch, heads, length, length)
     if attention_mask.dtype == torch.bool:
         masked = attention_mask.logical_not()
         scores4.masked_fill_(masked, torch.finfo(scores.dtype).min)
@@ -123,37 +122,37 @@ def _scores(q_heads, k_heads, attention_mask, scale: float):
 
 
 def _attend(ctx, q_heads, k_heads, v_heads, attention_mask, p: float, scale: float) -> torch.Tensor:
-    """The forward of both kernels: the context as (batch, L_q, heads, d_h), contiguous."""
-    batch, heads, q_length, head_size = q_heads.shape
+    """The forward of both kernels: the context as (batch, L, heads, d_h), contiguous."""
+    batch, heads, length, head_size = q_heads.shape
     scores, q3, k3, no_keys = _scores(q_heads, k_heads, attention_mask, scale)
-    v3 = v_heads.reshape(batch * heads, v_heads.shape[2], head_size)
+    v3 = v_heads.reshape(batch * heads, length, head_size)
     probs = torch.softmax(scores, dim=-1)
     keep = fast_dropout.keep_mask(probs.shape, p, probs.device)
     kept = torch.mul(probs, keep.view(torch.uint8), out=scores)  # the scores' buffer is free now
-    context = torch.bmm(kept, v3).view(batch, heads, q_length, head_size).transpose(1, 2)
-    output = q_heads.new_empty(batch, q_length, heads, head_size)
+    context = torch.bmm(kept, v3).view(batch, heads, length, head_size).transpose(1, 2)
+    output = q_heads.new_empty(batch, length, heads, head_size)
     torch.mul(context, 1.0 / (1.0 - p), out=output)
     ctx.save_for_backward(q3, k3, v3, probs, kept, no_keys)
-    ctx.shape, ctx.p, ctx.scale = (batch, heads, q_length, head_size), p, scale
+    ctx.shape, ctx.p, ctx.scale = (batch, heads, length, head_size), p, scale
     return output
 
 
 def _attend_backward(ctx, grad_output) -> torch.Tensor:
     """Gradients of Q (unscaled), K and V, packed as (3, batch * heads, L, d_h), from the gradient of the
-    (batch, L_q, heads * d_h) context. dS = kept * dKept - P * rowsum(kept * dKept)."""
+    (batch, L, heads * d_h) context. dS = kept * dKept - P * rowsum(kept * dKept)."""
     q3, k3, v3, probs, kept, no_keys = ctx.saved_tensors
-    batch, heads, q_length, head_size = ctx.shape
+    batch, heads, length, head_size = ctx.shape
     rows = batch * heads
-    grad3 = grad_output.new_empty(batch, heads, q_length, head_size)
-    torch.mul(grad_output.view(batch, q_length, heads, head_size).transpose(1, 2), 1.0 / (1.0 - ctx.p), out=grad3)
-    grad3 = grad3.view(rows, q_length, head_size)
-    grads = grad_output.new_empty(3, rows, q_length, head_size)  # dQ, dK, dV (self-attention: one length)
+    grad3 = grad_output.new_empty(batch, heads, length, head_size)
+    torch.mul(grad_output.view(batch, length, heads, head_size).transpose(1, 2), 1.0 / (1.0 - ctx.p), out=grad3)
+    grad3 = grad3.view(rows, length, head_size)
+    grads = grad_output.new_empty(3, rows, length, head_size)  # dQ, dK, dV
     torch.bmm(kept.transpose(1, 2), grad3, out=grads[2])
     grad_scores = torch.bmm(grad3, v3.transpose(1, 2)).mul_(kept)  # d(kept) * kept
     grad_scores.addcmul_(probs, grad_scores.sum(-1, keepdim=True), value=-1.0)
     if no_keys is not None:
         if no_keys.dtype == torch.bool:
-            grad_scores.view(batch, heads, q_length, -1).masked_fill_(no_keys, 0.0)
+            grad_scores.view(batch, heads, length, length).masked_fill_(no_keys, 0.0)
         else:
             grad_scores.view(batch, -1)[no_keys] = 0.0
     torch.bmm(grad_scores, k3[..., :head_size], out=grads[0])
