@@ -12,8 +12,9 @@ multiple of 1/65536), drawn from torch's global generator (`torch.manual_seed` s
 through `hf_pals.tuner.dropout` (four 16-bit draws per 64-bit random word) for the `nn.Dropout` layers,
 and through the PAL attention kernel (`HeadsAttentionWithDropout`) for the attention probabilities,
 registered with transformers' `AttentionInterface` as "hf_pals_sdpa": SDPA itself runs whenever that
-kernel does not apply (eval, no dropout, other devices, autocast, causal or cross-attention, grouped
-heads). No PyTorch or transformers release has a faster CPU dropout to call instead.
+kernel does not apply (eval, no dropout, other devices, float16, causal or cross-attention, grouped
+heads); under CPU autocast to bfloat16 (`bf16=True`) it computes in bfloat16. No PyTorch or
+transformers release has a faster CPU dropout to call instead.
 
 The attention implementation is not saved with the model (transformers drops it from config.json), so
 a bundle trained this way loads anywhere, with or without `import hf_pals`.
@@ -28,7 +29,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .tuner import dropout as fast_dropout
-from .tuner.attention import HeadsAttentionWithDropout
+from .tuner.attention import HeadsAttentionWithDropout, kernel_applies
 
 #: The name of the attention function in transformers' `AttentionInterface`.
 ATTENTION_IMPLEMENTATION = "hf_pals_sdpa"
@@ -58,8 +59,7 @@ def sdpa_with_fast_dropout(
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", False)
     applies = (
         dropout > 0.0
-        and query.device.type == "cpu"
-        and not torch.is_autocast_enabled("cpu")
+        and kernel_applies(query, key, value)  # CPU; float32, or bfloat16 under autocast (`bf16=True`)
         and query.shape == key.shape == value.shape  # self-attention, as many key heads as query heads
         and not (causal and attention_mask is None)
         and kwargs.get("position_bias") is None

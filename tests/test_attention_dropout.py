@@ -181,9 +181,39 @@ def test_projected_attention_in_training_uses_the_kernel_with_sdpa_numbers(monke
     evaluated = projected_self_attention(query, key, value, x, mask, num_heads=heads, dropout=0.0)
     assert len(calls) == 1
     torch.testing.assert_close(trained, evaluated / 0.8, atol=1e-6, rtol=1e-5)
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast: SDPA's kernels, not this one
-        projected_self_attention(query, key, value, x, mask, num_heads=heads, dropout=0.2)
-    assert len(calls) == 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: the kernel, in bfloat16
+        mixed = projected_self_attention(query, key, value, x, mask, num_heads=heads, dropout=0.2)
+    assert len(calls) == 2 and mixed.dtype == torch.bfloat16
+    torch.testing.assert_close(mixed.float(), trained, atol=0.03, rtol=0.03)
+    projected_self_attention(query.half(), key.half(), value.half(), x.half(), mask, num_heads=heads, dropout=0.2)
+    assert len(calls) == 2  # float16: SDPA's kernels, not this one
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "transformers_padding", "transformers_fully_masked_row", "bool_causal"])
+def test_attention_with_dropout_in_bfloat16_is_close_to_float32(fixed_mask, mask_kind):
+    """The kernel in bfloat16 (what CPU autocast hands it) gives float32's outputs and Q/K/V gradients to
+    bfloat16's precision, in bfloat16, on both mask paths."""
+    q, k, v = (t.detach().float().requires_grad_() for t in qkv(batch=2, heads=3, length=5, head_size=8))
+    attention_mask = MASKS[mask_kind]()
+    inputs = packed(q, k, v)
+    full = AttentionWithDropout.apply(inputs, attention_mask, 3, 0.3)
+    half = AttentionWithDropout.apply(inputs.bfloat16(), attention_mask, 3, 0.3)  # the same (fixed) dropout mask
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), full, atol=0.03, rtol=0.03)
+    weights = torch.randn_like(full)
+    grads_full = torch.autograd.grad((full * weights).sum(), (q, k, v), retain_graph=True)  # `inputs` is shared
+    grads_half = torch.autograd.grad((half.float() * weights).sum(), (q, k, v))
+    for g, e in zip(grads_half, grads_full):
+        assert g.isfinite().all()
+        torch.testing.assert_close(g, e, atol=0.05, rtol=0.05)
+
+
+def test_kernel_applies_to_cpu_tensors_of_one_supported_dtype():
+    cpu = torch.zeros(2)
+    assert attention.kernel_applies(cpu) and attention.kernel_applies(cpu.bfloat16(), cpu.bfloat16())
+    assert not attention.kernel_applies(cpu.half())
+    assert not attention.kernel_applies(cpu, cpu.bfloat16())
+    assert not attention.kernel_applies(torch.zeros(2, device="meta"))
 
 
 def test_projected_attention_dropout_is_seeded_by_torch():

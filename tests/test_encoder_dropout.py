@@ -122,7 +122,7 @@ def test_heads_kernel_passes_gradcheck(monkeypatch):
 
 
 def test_attention_function_is_sdpa_where_the_kernel_does_not_apply(monkeypatch):
-    """Eval (no dropout), autocast and cross-attention shapes go to transformers' own SDPA function."""
+    """Eval (no dropout), float16 and cross-attention shapes go to transformers' own SDPA function."""
     q, k, v = (t.detach().float() for t in heads())
     calls = []
     monkeypatch.setattr(encoder_dropout.HeadsAttentionWithDropout, "apply", lambda *a: calls.append(a))
@@ -131,11 +131,49 @@ def test_attention_function_is_sdpa_where_the_kernel_does_not_apply(monkeypatch)
     expected, _ = sdpa_attention_forward(module, q, k, v, None, dropout=0.0, scaling=0.5)
     torch.testing.assert_close(got, expected, atol=0, rtol=0)
     sdpa_with_fast_dropout(module, q, k[:, :, :3], v[:, :, :3], None, dropout=0.1, scaling=0.5)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        sdpa_with_fast_dropout(module, q, k, v, None, dropout=0.1, scaling=0.5)
+    sdpa_with_fast_dropout(module, q.half(), k.half(), v.half(), None, dropout=0.1, scaling=0.5)
     assert calls == []
     sdpa_with_fast_dropout(module, q, k, v, None, dropout=0.1, scaling=0.5)
     assert len(calls) == 1
+
+
+def test_bf16_autocast_training_runs_the_kernel_in_bfloat16_close_to_float32(monkeypatch):
+    """Under CPU autocast to bfloat16 (the Trainer's `bf16=True`) the encoder's projections arrive in
+    bfloat16 and the kernel takes them: a training forward and backward close to float32's with the
+    same dropout masks, every attention call through the kernel."""
+    model = tiny_bert()
+    use_fast_dropout(model)
+    model.train()
+    drawn = []
+
+    def record(shape, p, device=None):
+        drawn.append(torch.rand(shape) >= p)
+        return drawn[-1]
+
+    calls = []
+    real_apply = HeadsAttentionWithDropout.apply
+    monkeypatch.setattr(
+        encoder_dropout.HeadsAttentionWithDropout, "apply", lambda *a: calls.append(a[0].dtype) or real_apply(*a)
+    )
+    results = []
+    torch.manual_seed(6)
+    weights = torch.randn(2, 6, model.config.hidden_size)  # a loss whose gradient reaches the query weights
+    for autocast in (False, True):
+        if autocast:  # the float32 run's masks again, in the order they were drawn
+            replay = iter(list(drawn))
+            monkeypatch.setattr(dropout, "keep_mask", lambda shape, p, device=None: next(replay))
+        else:
+            monkeypatch.setattr(dropout, "keep_mask", record)
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            hidden = model(**batch()).last_hidden_state
+        (hidden.float() * weights).sum().backward()
+        results.append((hidden.float().detach(), model.encoder.layer[0].attention.self.query.weight.grad.clone()))
+    assert calls == [torch.float32] * 2 + [torch.bfloat16] * 2  # two layers, float32 then bfloat16
+    assert next(replay, None) is None  # the bfloat16 run drew as many masks
+    (hidden32, grad32), (hidden16, grad16) = results
+    torch.testing.assert_close(hidden16, hidden32, atol=0.05, rtol=0.05)
+    assert torch.nn.functional.cosine_similarity(grad16.flatten(), grad32.flatten(), dim=0) > 0.99
 
 
 def test_recipe_field_fast_dropout_defaults_on_and_must_be_a_bool():

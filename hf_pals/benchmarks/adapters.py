@@ -4,7 +4,9 @@ memory of each, and mixed-task batch inference against single-task batches.
 The first four candidates keep torch's own dropout in the encoder, so PAL's cost is measured against
 the same encoder it is added to. The `*_fast_dropout` candidates are the same models with
 `hf_pals.use_fast_dropout` (what `hf-pals train` does by default): PAL's cost like for like again, and
-hf_pals' PAL step against a plain fine-tuning step as transformers runs it.
+hf_pals' PAL step against a plain fine-tuning step as transformers runs it. The `*_bf16` candidates
+are the fast-dropout ones trained under CPU autocast to bfloat16 (the Trainer's `bf16=True`): what mixed
+precision saves on a CPU with bfloat16 matrix units (AMX), and PAL's cost there.
 
 All candidates use the same base model (all-MiniLM-L6-v2 by default) and the same batch of real Quora
 pairs packed to `max_length`; step times are interleaved medians from one process, and each ratio is the
@@ -43,8 +45,11 @@ from .common import (
 )
 
 FAST = "_fast_dropout"
-CANDIDATES = ("full_finetune", "pal", "pal_frozen_encoder", "lora") + tuple(
-    name + FAST for name in ("full_finetune", "pal", "pal_frozen_encoder")
+BF16 = "_bf16"
+CANDIDATES = (
+    ("full_finetune", "pal", "pal_frozen_encoder", "lora")
+    + tuple(name + FAST for name in ("full_finetune", "pal", "pal_frozen_encoder"))
+    + tuple(name + FAST + BF16 for name in ("full_finetune", "pal"))
 )
 #: The step-time ratios reported: name -> (numerator, denominator) candidates.
 RATIOS = {
@@ -56,6 +61,9 @@ RATIOS = {
     "fast_dropout/full_finetune_over_torch_dropout": ("full_finetune" + FAST, "full_finetune"),
     "fast_dropout/pal_over_torch_dropout_full_finetune": ("pal" + FAST, "full_finetune"),
     "fast_dropout/pal_frozen_encoder_over_torch_dropout_full_finetune": ("pal_frozen_encoder" + FAST, "full_finetune"),
+    "bf16/pal_over_full_finetune": ("pal" + FAST + BF16, "full_finetune" + FAST + BF16),
+    "bf16/full_finetune_over_float32": ("full_finetune" + FAST + BF16, "full_finetune" + FAST),
+    "bf16/pal_over_float32": ("pal" + FAST + BF16, "pal" + FAST),
 }
 
 
@@ -73,6 +81,8 @@ def lora_rank_matching(bert, target: int) -> int:
 
 def build(candidate: str, base: str):
     """(model, number of trainable parameters) for one candidate; a linear head makes the loss."""
+    if candidate.endswith(BF16):  # the same model; `candidate_loss` runs it under autocast
+        return build(candidate[: -len(BF16)], base)
     if candidate.endswith(FAST):
         wrapper, trainable = build(candidate[: -len(FAST)], base)
         use_fast_dropout(wrapper)
@@ -98,15 +108,23 @@ def build(candidate: str, base: str):
     return wrapper, trainable
 
 
-def loss_fn(wrapper, batch, labels, adapter: bool):
+def loss_fn(wrapper, batch, labels, adapter: bool, bf16: bool = False):
+    """The candidate's loss on the batch; `bf16`: the forward under CPU autocast to bfloat16, as the
+    Trainer's `bf16=True` runs it (the backward outside it)."""
     kwargs = {"adapter_names": "task"} if adapter else {}
 
     def compute():
-        hidden = wrapper["encoder"](**batch, **kwargs).last_hidden_state
-        logits = wrapper["head"](hidden[:, 0]).squeeze(-1)
-        return F.binary_cross_entropy_with_logits(logits, labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            hidden = wrapper["encoder"](**batch, **kwargs).last_hidden_state
+            logits = wrapper["head"](hidden[:, 0]).squeeze(-1)
+        return F.binary_cross_entropy_with_logits(logits.float(), labels)
 
     return compute
+
+
+def candidate_loss(wrapper, candidate: str, batch, labels):
+    """`loss_fn` for a candidate of `CANDIDATES`: adapters routed for the PAL ones, autocast for `*_bf16`."""
+    return loss_fn(wrapper, batch, labels, adapter=candidate.startswith("pal"), bf16=candidate.endswith(BF16))
 
 
 def make_batch(base: str, data_dir: str, batch_size: int, max_length: int):
@@ -181,7 +199,7 @@ def _memory_child(candidate, base, data_dir, batch_size, max_length) -> float:
     keep_freed_memory()  # as `hf-pals` does in the parent, which this child does not inherit
     wrapper, _ = build(candidate, base)
     batch, labels = make_batch(base, data_dir, batch_size, max_length)
-    step = train_step_fn(wrapper, loss_fn(wrapper, batch, labels, adapter=candidate.startswith("pal")))
+    step = train_step_fn(wrapper, candidate_loss(wrapper, candidate, batch, labels))
     before = reset_peak_rss()
     for _ in range(3):
         step()
@@ -194,9 +212,7 @@ def run(data_dir: str, base_model: str, batch_size: int = 32, max_length: int = 
     steps, trainable = {}, {}
     for candidate in CANDIDATES:
         wrapper, trainable[candidate] = build(candidate, base)
-        steps[candidate] = train_step_fn(
-            wrapper, loss_fn(wrapper, copy.copy(batch), labels, adapter=candidate.startswith("pal"))
-        )
+        steps[candidate] = train_step_fn(wrapper, candidate_loss(wrapper, candidate, copy.copy(batch), labels))
     rounds = interleaved_times(steps, warmup=2, repeats=repeats)
     times = medians(rounds)
     memory = {c: memory_of(c, base, data_dir, batch_size, max_length) for c in CANDIDATES}

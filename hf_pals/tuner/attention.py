@@ -19,7 +19,10 @@ CPU (its matrix products are small; its L x L passes are not):
   (dS = P_kept * dP' - P * rowsum(P_kept * dP'), dP' the gradient of the kept probabilities), so the
   mask is not kept for it.
 
-On other devices, in eval (p = 0) and under autocast, SDPA's own kernels run (GPU kernels fuse dropout).
+On other devices, in eval (p = 0) and in float16, SDPA's own kernels run (GPU kernels fuse dropout).
+Under CPU autocast to bfloat16 (mixed-precision training, the Trainer's `bf16=True`) the projections
+arrive in bfloat16 and the kernel computes in it, autocast off inside: its products accumulate in float32
+(oneDNN) and torch's CPU softmax of bfloat16 does too, as SDPA's own CPU paths do.
 `HeadsAttentionWithDropout` is the same kernel for separate Q, K, V: the encoder's own attention uses it
 through `hf_pals.encoder_dropout.use_fast_dropout`.
 """
@@ -33,6 +36,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import dropout as fast_dropout
+
+#: The dtypes the CPU kernel computes in (float16 is left to SDPA: its lowest value is no safe mask).
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
+
+
+def kernel_applies(*tensors: torch.Tensor) -> bool:
+    """Whether the CPU training kernel takes these tensors: on the CPU and all of one dtype it computes in
+    (`KERNEL_DTYPES`; bfloat16 is what CPU autocast, the Trainer's `bf16=True`, hands it)."""
+    first = tensors[0]
+    return first.device.type == "cpu" and first.dtype in KERNEL_DTYPES and all(t.dtype == first.dtype for t in tensors)
+
+
+def _no_autocast():
+    """The kernel's products run in its tensors' dtype: CPU autocast would recast them (and `out=` buffers)."""
+    return torch.autocast("cpu", enabled=False)
 
 
 def projected_self_attention(
@@ -55,7 +73,7 @@ def projected_self_attention(
     weight = torch.cat((query.weight * scale, key.weight, value.weight))
     bias = torch.cat((query.bias * scale, key.bias, value.bias))
     qkv = F.linear(x, weight, bias)
-    if dropout > 0.0 and qkv.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+    if dropout > 0.0 and kernel_applies(qkv):
         return AttentionWithDropout.apply(qkv, attention_mask, num_heads, dropout)
     q, k, v = qkv.view(batch, length, 3, num_heads, head_size).permute(2, 0, 3, 1, 4).unbind(0)
     context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout, scale=1.0)
@@ -176,12 +194,14 @@ class AttentionWithDropout(torch.autograd.Function):
         batch, length, packed = qkv.shape
         head_size = packed // 3 // num_heads
         q, k, v = qkv.view(batch, length, 3, num_heads, head_size).permute(2, 0, 3, 1, 4)  # (B, H, L, d_h) views
-        return _attend(ctx, q, k, v, attention_mask, p, 1.0).view(batch, length, packed // 3)
+        with _no_autocast():
+            return _attend(ctx, q, k, v, attention_mask, p, 1.0).view(batch, length, packed // 3)
 
     @staticmethod
     def backward(ctx, grad_output):
         batch, heads, length, head_size = ctx.shape
-        grads = _attend_backward(ctx, grad_output).view(3, batch, heads, length, head_size)
+        with _no_autocast():
+            grads = _attend_backward(ctx, grad_output).view(3, batch, heads, length, head_size)
         return grads.permute(1, 3, 0, 2, 4).reshape(batch, length, 3 * heads * head_size), None, None, None
 
 
@@ -192,14 +212,23 @@ class HeadsAttentionWithDropout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, attention_mask, p: float, scale: float):
-        return _attend(ctx, q, k, v, attention_mask, p, scale)
+        with _no_autocast():
+            return _attend(ctx, q, k, v, attention_mask, p, scale)
 
     @staticmethod
     def backward(ctx, grad_output):
         batch, heads, length, head_size = ctx.shape
-        grads = _attend_backward(ctx, grad_output.reshape(batch, length, heads * head_size))
+        with _no_autocast():
+            grads = _attend_backward(ctx, grad_output.reshape(batch, length, heads * head_size))
         grads = grads.view(3, batch, heads, length, head_size)
         return grads[0], grads[1], grads[2], None, None, None
 
 
-__all__ = ["projected_self_attention", "AttentionWithDropout", "HeadsAttentionWithDropout", "key_padding_bias"]
+__all__ = [
+    "projected_self_attention",
+    "AttentionWithDropout",
+    "HeadsAttentionWithDropout",
+    "key_padding_bias",
+    "kernel_applies",
+    "KERNEL_DTYPES",
+]
