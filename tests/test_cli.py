@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from hf_pals.cli import main
 
@@ -92,4 +93,25 @@ def test_every_adapter_variant_trains_through_the_cli(pal_type, data_dir, minilm
     assert main(args) == 0
     config = json.loads((tmp_path / "adapters" / "sst" / "adapter_config.json").read_text())
     assert config["pal_type"] == pal_type
+    assert json.loads((tmp_path / "eval_results.json").read_text())["overall"] > 0
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_trains_through_the_cli_with_the_kernel_in_bfloat16(data_dir, minilm_path, tmp_path, monkeypatch):
+    """`training.bf16` (with `use_cpu` on a machine without a GPU): the Trainer's CPU autocast, PAL's
+    attention kernel taking bfloat16 projections, and float32 adapters saved (the master weights)."""
+    from safetensors.torch import load_file
+
+    from hf_pals.tuner import attention
+
+    dtypes = []
+    real_apply = attention.AttentionWithDropout.apply
+    monkeypatch.setattr(attention.AttentionWithDropout, "apply", lambda *a: dtypes.append(a[0].dtype) or real_apply(*a))
+    args = ["train", TINY, "--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--max-steps", "2"]
+    args += ["--set", "training.bf16=true", "--set", "training.use_cpu=true", "--set", "training.save_steps=2"]
+    args += ["--set", "data.max_eval_examples={sst: 16, quora: 16, sts: 16}"]
+    assert main(args) == 0
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    weights = load_file(tmp_path / "adapters" / "sst" / "adapter_model.safetensors")
+    assert weights and all(w.dtype == torch.float32 for w in weights.values())
     assert json.loads((tmp_path / "eval_results.json").read_text())["overall"] > 0
