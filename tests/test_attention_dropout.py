@@ -208,6 +208,22 @@ def test_attention_with_dropout_in_bfloat16_is_close_to_float32(fixed_mask, mask
         torch.testing.assert_close(g, e, atol=0.05, rtol=0.05)
 
 
+@pytest.mark.parametrize("per_query", [False, True])
+def test_bfloat16_kernel_with_a_float32_lowest_value_mask_stays_finite(fixed_mask, per_query):
+    """A float32 mask of float32's lowest value (transformers' masked value) would be -inf in bfloat16;
+    the kernel raises it to bfloat16's lowest, so a row with every key masked stays finite (uniform)."""
+    q, k, v = (t.detach().float() for t in qkv(batch=2, heads=3, length=5, head_size=8))
+    keys = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)[:, None, None, :]
+    mask = torch.zeros(keys.shape).masked_fill(~keys, torch.finfo(torch.float32).min)
+    if per_query:  # a mask that differs between queries takes the general path
+        mask = mask.expand(2, 1, 5, 5).clone()
+        mask[0, 0, 0, 1] = torch.finfo(torch.float32).min
+    inputs = packed(q, k, v).bfloat16().requires_grad_()
+    out = AttentionWithDropout.apply(inputs, mask, 3, 0.3)
+    out.float().sum().backward()
+    assert out.isfinite().all() and inputs.grad.isfinite().all()
+
+
 def test_kernel_applies_to_cpu_tensors_of_one_supported_dtype():
     cpu = torch.zeros(2)
     assert attention.kernel_applies(cpu) and attention.kernel_applies(cpu.bfloat16(), cpu.bfloat16())

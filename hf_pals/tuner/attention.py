@@ -95,8 +95,16 @@ def key_padding_bias(attention_mask, batch: int, length: int, dtype: torch.dtype
     if keys.dtype == torch.bool:
         bias = torch.zeros(keys.shape, dtype=dtype, device=keys.device).masked_fill_(keys.logical_not(), torch.finfo(dtype).min)
     else:
-        bias = keys.to(dtype)
+        bias = _lowest_clamped(keys, dtype)
     return bias.expand(batch, length)
+
+
+def _lowest_clamped(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A float mask in `dtype`, values below its lowest raised to it: float32's lowest (transformers'
+    masked value) would become -inf in bfloat16, and a row with every key at -inf a row of NaN."""
+    if mask.dtype == dtype:
+        return mask
+    return mask.clamp(min=torch.finfo(dtype).min).to(dtype)
 
 
 def _scores(q_heads, k_heads, attention_mask, scale: float):
@@ -135,7 +143,7 @@ def _scores(q_heads, k_heads, attention_mask, scale: float):
         if masked.all(dim=-1).any():
             no_keys = masked
     else:
-        scores4.add_(attention_mask)
+        scores4.add_(_lowest_clamped(attention_mask, scores.dtype))
     return scores, q3, k3, no_keys
 
 
