@@ -146,3 +146,22 @@ def test_predict_mixed_equals_single_task_predictions(bundle):
         assert result["task"] == item[0]
         assert result["label"] == pytest.approx(alone["label"], abs=1e-4)
         assert result["score"] == pytest.approx(alone["score"], abs=1e-4)
+
+
+@torch.no_grad()
+def test_predict_under_bf16_autocast_is_close_to_float32(bundle):
+    """Inference in bfloat16 (CPU autocast around `predict`, as the README shows): the scores of float32
+    to bfloat16's precision, for a classification, a binary and a regression task."""
+    path, _ = bundle
+    predictor = MultiTaskPredictor.from_pretrained(str(path))
+    rounded = 0
+    for task, inputs in (("sst", SST), ("quora", PAIRS), ("sts", PAIRS)):
+        full = predictor.predict(task, inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = predictor.predict(task, inputs)
+        assert all(isinstance(h["score"], float) for h in half)
+        torch.testing.assert_close(
+            torch.tensor([h["score"] for h in half]), torch.tensor([f["score"] for f in full]), atol=0.05, rtol=0.05
+        )
+        rounded += sum(h["score"] != f["score"] for h, f in zip(half, full))
+    assert rounded  # the forward did run in bfloat16
