@@ -29,6 +29,7 @@ through `hf_pals.encoder_dropout.use_fast_dropout`.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -48,9 +49,16 @@ def kernel_applies(*tensors: torch.Tensor) -> bool:
     return first.device.type == "cpu" and first.dtype in KERNEL_DTYPES and all(t.dtype == first.dtype for t in tensors)
 
 
-def _no_autocast():
-    """The kernel's products run in its tensors' dtype: CPU autocast would recast them (and `out=` buffers)."""
-    return torch.autocast("cpu", enabled=False)
+def _without_autocast(kernel):
+    """Run `kernel` with CPU autocast off: its products run in its tensors' dtype (autocast would recast
+    them, and their `out=` buffers)."""
+
+    @functools.wraps(kernel)
+    def run(*args):
+        with torch.autocast("cpu", enabled=False):
+            return kernel(*args)
+
+    return run
 
 
 def projected_self_attention(
@@ -147,6 +155,7 @@ def _scores(q_heads, k_heads, attention_mask, scale: float):
     return scores, q3, k3, no_keys
 
 
+@_without_autocast
 def _attend(ctx, q_heads, k_heads, v_heads, attention_mask, p: float, scale: float) -> torch.Tensor:
     """The forward of both kernels: the context as (batch, L, heads, d_h), contiguous."""
     batch, heads, length, head_size = q_heads.shape
@@ -163,6 +172,7 @@ def _attend(ctx, q_heads, k_heads, v_heads, attention_mask, p: float, scale: flo
     return output
 
 
+@_without_autocast
 def _attend_backward(ctx, grad_output) -> torch.Tensor:
     """Gradients of Q (unscaled), K and V, packed as (3, batch * heads, L, d_h), from the gradient of the
     (batch, L, heads * d_h) context. dS = kept * dKept - P * rowsum(kept * dKept)."""
@@ -202,14 +212,12 @@ class AttentionWithDropout(torch.autograd.Function):
         batch, length, packed = qkv.shape
         head_size = packed // 3 // num_heads
         q, k, v = qkv.view(batch, length, 3, num_heads, head_size).permute(2, 0, 3, 1, 4)  # (B, H, L, d_h) views
-        with _no_autocast():
-            return _attend(ctx, q, k, v, attention_mask, p, 1.0).view(batch, length, packed // 3)
+        return _attend(ctx, q, k, v, attention_mask, p, 1.0).view(batch, length, packed // 3)
 
     @staticmethod
     def backward(ctx, grad_output):
         batch, heads, length, head_size = ctx.shape
-        with _no_autocast():
-            grads = _attend_backward(ctx, grad_output).view(3, batch, heads, length, head_size)
+        grads = _attend_backward(ctx, grad_output).view(3, batch, heads, length, head_size)
         return grads.permute(1, 3, 0, 2, 4).reshape(batch, length, 3 * heads * head_size), None, None, None
 
 
@@ -220,14 +228,12 @@ class HeadsAttentionWithDropout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, attention_mask, p: float, scale: float):
-        with _no_autocast():
-            return _attend(ctx, q, k, v, attention_mask, p, scale)
+        return _attend(ctx, q, k, v, attention_mask, p, scale)
 
     @staticmethod
     def backward(ctx, grad_output):
         batch, heads, length, head_size = ctx.shape
-        with _no_autocast():
-            grads = _attend_backward(ctx, grad_output.reshape(batch, length, heads * head_size))
+        grads = _attend_backward(ctx, grad_output.reshape(batch, length, heads * head_size))
         grads = grads.view(3, batch, heads, length, head_size)
         return grads[0], grads[1], grads[2], None, None, None
 
