@@ -18,6 +18,7 @@ in a child process per candidate (its peak RSS minus its RSS before the first st
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import subprocess
@@ -114,7 +115,7 @@ def loss_fn(wrapper, batch, labels, adapter: bool, bf16: bool = False):
     kwargs = {"adapter_names": "task"} if adapter else {}
 
     def compute():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():  # leaves a caller's autocast on
             hidden = wrapper["encoder"](**batch, **kwargs).last_hidden_state
             logits = wrapper["head"](hidden[:, 0]).squeeze(-1)
         return F.binary_cross_entropy_with_logits(logits.float(), labels)
