@@ -73,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--data-dir", required=True)
     bench.add_argument("--base-model", default="sentence-transformers/all-MiniLM-L6-v2")
     bench.add_argument("--steps", type=int, default=40, help="trainer: steps of the timed run")
+    bench.add_argument("--batch-size", type=int, default=32, help="adapters: rows of the timed batch")
+    bench.add_argument("--max-length", type=int, default=64, help="adapters: tokens per row (padded to it)")
+    bench.add_argument("--repeats", type=int, default=20, help="adapters: interleaved timed rounds")
+    bench.add_argument(
+        "--architecture",
+        choices=["bert-base"],
+        help="adapters: time an encoder of this shape with random weights and --base-model's tokenizer",
+    )
     return parser
 
 
@@ -131,7 +139,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .benchmarks import adapters, trainer
 
             if args.which == "adapters":
-                result = adapters.run(args.data_dir, args.base_model)
+                result = adapters.run(
+                    args.data_dir,
+                    args.base_model,
+                    batch_size=args.batch_size,
+                    max_length=args.max_length,
+                    repeats=args.repeats,
+                    architecture=args.architecture,
+                )
             else:
                 result = trainer.run(args.data_dir, steps=args.steps)
         else:

@@ -33,6 +33,39 @@ def test_adapter_benchmark_reports_every_candidate_and_consistent_ratios(tiny_ba
     )
 
 
+def test_bert_base_architecture_is_the_papers_model():
+    """`--architecture bert-base` is BERT-base's shape (transformers' BertConfig defaults), on which a
+    task's PALs have the paper's 1,819,836 parameters (d_s = 204), and the CLI offers what the module has."""
+    from transformers import BertConfig
+
+    from hf_pals.cli import _parser
+    from hf_pals.tuner import PALConfig
+
+    shape = adapters.ARCHITECTURES["bert-base"]
+    defaults = BertConfig()
+    assert shape == {key: getattr(defaults, key) for key in shape}
+    assert PALConfig().parameter_count(shape["hidden_size"], shape["num_hidden_layers"]) == 1_819_836
+    bench = _parser()._subparsers._group_actions[0].choices["bench"]
+    choices = next(a.choices for a in bench._actions if a.dest == "architecture")
+    assert sorted(choices) == sorted(adapters.ARCHITECTURES)
+
+
+def test_random_weights_encoder_has_the_shape_and_the_base_tokenizer(tiny_base, tmp_path):
+    from transformers import AutoModel, AutoTokenizer
+
+    shape = {"hidden_size": 48, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 64}
+    path = adapters.random_weights_encoder(tiny_base, shape, str(tmp_path))
+    model = AutoModel.from_pretrained(path)
+    assert {key: getattr(model.config, key) for key in shape} == shape
+    assert model.config.vocab_size == len(AutoTokenizer.from_pretrained(tiny_base))
+    text = "a question about paraphrases"
+    assert AutoTokenizer.from_pretrained(path)(text)["input_ids"] == AutoTokenizer.from_pretrained(tiny_base)(text)["input_ids"]
+
+
+def test_unknown_architecture_is_refused_with_the_choices(tiny_base, data_dir):
+    with pytest.raises(ValueError, match="unknown architecture 'bert-huge'; choose from bert-base"):
+        adapters.run(str(data_dir), tiny_base, architecture="bert-huge")
+
 
 def test_paired_ratio_is_the_median_of_side_by_side_ratios():
     """Two rounds where the machine is slow for both candidates give side-by-side ratios of 1.1; one round

@@ -13,7 +13,12 @@ pairs packed to `max_length`; step times are interleaved medians from one proces
 median of the ratios of the two steps timed side by side in each round. Peak memory is read
 in a child process per candidate (its peak RSS minus its RSS before the first step).
 
-    hf-pals bench adapters --data-dir ../shared/data/cs224n [--batch-size 32] [--max-length 64]
+    hf-pals bench adapters --data-dir ../shared/data/cs224n [--batch-size 32] [--max-length 64] [--repeats 20]
+
+`--architecture bert-base` times an encoder of BERT-base's shape (the paper's model: 12 layers, hidden
+768, so PAL's d_s = 204) with random weights and the base model's tokenizer (all-MiniLM-L6-v2 has
+bert-base-uncased's vocabulary): a step's time does not depend on the weights' values, and this needs
+no BERT-base weights, which cannot be had offline.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ import copy
 import json
 import subprocess
 import sys
-from typing import Any
+import tempfile
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from ..allocator import keep_freed_memory
 from ..base_models import resolve_base_model
@@ -66,6 +72,24 @@ RATIOS = {
     "bf16/full_finetune_over_float32": ("full_finetune" + FAST + BF16, "full_finetune" + FAST),
     "bf16/pal_over_float32": ("pal" + FAST + BF16, "pal" + FAST),
 }
+
+
+#: Encoder shapes `--architecture` can time with random weights: name -> BertConfig fields.
+ARCHITECTURES = {
+    # transformers' BertConfig defaults are bert-base-uncased's: 12 layers, hidden 768, 12 heads, FFN 3072.
+    "bert-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
+}
+
+
+def random_weights_encoder(base: str, architecture: dict, directory: str) -> str:
+    """Save a `BertModel` of `architecture` (BertConfig fields) with random weights (seed 0), and
+    `base`'s tokenizer, to `directory`; returns it, to be used as a base model. The vocabulary is the
+    tokenizer's, so the benchmark's batch encodes as for `base`."""
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tokenizer), **architecture)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
 def pal_trainable_parameters(bert) -> int:
@@ -207,8 +231,27 @@ def _memory_child(candidate, base, data_dir, batch_size, max_length) -> float:
     return round(peak_rss_mib() - before, 1)
 
 
-def run(data_dir: str, base_model: str, batch_size: int = 32, max_length: int = 64, repeats: int = 20) -> dict[str, Any]:
-    base = resolve_base_model(base_model)
+def run(
+    data_dir: str,
+    base_model: str,
+    batch_size: int = 32,
+    max_length: int = 64,
+    repeats: int = 20,
+    architecture: Optional[str] = None,
+) -> dict[str, Any]:
+    """The benchmark's figures (module docstring). `architecture`: a name of `ARCHITECTURES`, to time
+    an encoder of that shape with random weights and `base_model`'s tokenizer instead of `base_model`."""
+    if architecture is None:
+        return _run(data_dir, base_model, resolve_base_model(base_model), batch_size, max_length, repeats)
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; choose from {', '.join(ARCHITECTURES)}")
+    with tempfile.TemporaryDirectory(prefix=f"hf_pals_{architecture}_") as directory:
+        base = random_weights_encoder(resolve_base_model(base_model), ARCHITECTURES[architecture], directory)
+        name = f"{architecture} architecture, random weights, tokenizer of {base_model}"
+        return _run(data_dir, name, base, batch_size, max_length, repeats)
+
+
+def _run(data_dir: str, base_model: str, base: str, batch_size: int, max_length: int, repeats: int) -> dict[str, Any]:
     batch, labels = make_batch(base, data_dir, batch_size, max_length)
     steps, trainable = {}, {}
     for candidate in CANDIDATES:
