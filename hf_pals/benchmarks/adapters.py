@@ -242,16 +242,17 @@ def run(
     """The benchmark's figures (module docstring). `architecture`: a name of `ARCHITECTURES`, to time
     an encoder of that shape with random weights and `base_model`'s tokenizer instead of `base_model`."""
     if architecture is None:
-        return _run(data_dir, base_model, resolve_base_model(base_model), batch_size, max_length, repeats)
+        return _run(data_dir, resolve_base_model(base_model), base_model, batch_size, max_length, repeats)
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose from {', '.join(ARCHITECTURES)}")
     with tempfile.TemporaryDirectory(prefix=f"hf_pals_{architecture}_") as directory:
         base = random_weights_encoder(resolve_base_model(base_model), ARCHITECTURES[architecture], directory)
-        name = f"{architecture} architecture, random weights, tokenizer of {base_model}"
-        return _run(data_dir, name, base, batch_size, max_length, repeats)
+        label = f"{architecture} architecture, random weights, tokenizer of {base_model}"
+        return _run(data_dir, base, label, batch_size, max_length, repeats)
 
 
-def _run(data_dir: str, base_model: str, base: str, batch_size: int, max_length: int, repeats: int) -> dict[str, Any]:
+def _run(data_dir: str, base: str, label: str, batch_size: int, max_length: int, repeats: int) -> dict[str, Any]:
+    """The figures for the base model in directory (or Hub id) `base`, reported as `label`."""
     batch, labels = make_batch(base, data_dir, batch_size, max_length)
     steps, trainable = {}, {}
     for candidate in CANDIDATES:
@@ -262,7 +263,7 @@ def _run(data_dir: str, base_model: str, base: str, batch_size: int, max_length:
     memory = {c: memory_of(c, base, data_dir, batch_size, max_length) for c in CANDIDATES}
     ratios = {name: round(paired_ratio(rounds, a, b), 3) for name, (a, b) in RATIOS.items()}
     return {
-        "base_model": base_model,
+        "base_model": label,
         "batch": {"task": "quora", "rows": batch_size, "max_length": max_length, "threads": torch.get_num_threads()},
         "train_step_seconds": {c: round(t, 4) for c, t in times.items()},
         "trainable_parameters": trainable,
