@@ -2,7 +2,7 @@
 
     hf-pals train RECIPE.yaml [--data-dir D] [--output-dir O] [--max-steps N] [--seed S] [--resume] [--set k=v ...]
     hf-pals pretrain RECIPE.yaml [--data-dir D] [--output-dir O] [--resume] [--set k=v ...]
-    hf-pals evaluate MODEL_DIR --data-dir D --split dev [--output report.json] [--max-examples N]
+    hf-pals evaluate MODEL_DIR [--data-dir D] [--recipe R.yaml] --split dev|train|test [--output report.json] [--max-examples N]
     hf-pals push MODEL_DIR REPO_ID [--private] [--token T] [--revision BRANCH] [--dataset TASK=DATASET_ID ...]
     hf-pals plot RUN_DIR [--output-dir D]
 """
@@ -44,9 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--resume", nargs="?", const=True, default=None, help="resume from the last (or given) checkpoint")
     pretrain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe field")
 
-    evaluate = sub.add_parser("evaluate", help="score a saved model on a CS224N split (or predict the test split)")
+    evaluate = sub.add_parser("evaluate", help="score a saved model on a split (or predict the test split)")
     evaluate.add_argument("model_dir")
-    evaluate.add_argument("--data-dir", required=True)
+    evaluate.add_argument("--data-dir", help="the CS224N files' directory (overrides the recipe's data.dir)")
+    evaluate.add_argument("--recipe", help="the recipe that says where each task's data is (default: CS224N files)")
+    evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     evaluate.add_argument("--split", default="dev", choices=["train", "dev", "test"])
     evaluate.add_argument("--output", help="report JSON (dev/train) or predictions directory (test)")
     evaluate.add_argument("--batch-size", type=int, default=128)
@@ -150,9 +152,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             else:
                 result = trainer.run(args.data_dir, steps=args.steps)
         else:
+            eval_recipe = load_recipe(args.recipe, list(args.set)) if args.recipe else None
             result = run.evaluate(
                 args.model_dir,
                 args.data_dir,
+                recipe=eval_recipe,
                 split=args.split,
                 output=args.output,
                 on_bad_rows="skip" if args.skip_bad_rows else "raise",

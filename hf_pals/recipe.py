@@ -16,7 +16,8 @@ import yaml
 from transformers import TrainingArguments
 
 from .data.sampling import build_task_schedule
-from .tasks import CS224N_TASKS, TaskSpec, cs224n_task
+from .data.sources import TaskData, TaskDataError
+from .tasks import CS224N_TASKS, TaskSpec
 from .tuner import PALConfig
 
 DEFAULT_DATA_DIR_ENV = "HF_PALS_DATA_DIR"
@@ -49,7 +50,10 @@ class SamplingSection:
 
 @dataclass
 class Recipe:
-    """A parsed recipe. `tasks` maps a CS224N task name to overrides of its `TaskSpec` fields.
+    """A parsed recipe. `tasks` maps a task name to its `TaskSpec` fields and, under `data`, where its
+    examples come from (`hf_pals.data.sources.TaskData`). A task without `data` is a CS224N task read
+    from the handout's files (`data.format: cs224n`): sst, quora or sts, whose fields then default to the
+    handout's (`tasks.CS224N_TASKS`), so `sst: {}` is a whole task.
 
     `adapter` holds the `PALConfig` fields of every task's adapter (`{}`: the defaults), or is None for a
     model without adapters (`adapter: none` in the file): a plain shared encoder whose
@@ -78,11 +82,48 @@ class Recipe:
     fast_dropout: bool = True
     source: str = "<recipe>"
 
+    def task_data(self) -> dict[str, TaskData]:
+        """Where each task's examples come from: its `data` entry, or the CS224N files."""
+        out = {}
+        for name, values in self.tasks.items():
+            entry = (values or {}).get("data")
+            where = f"{self.source}: tasks.{name}.data"
+            try:
+                if entry is None:
+                    entry = {"source": "cs224n"}
+                if isinstance(entry, dict) and entry.get("source") == "cs224n":
+                    entry = {"train_split": "train", "eval_split": "dev", "test_split": "test", **entry}
+                out[name] = TaskData.from_value(entry, where)
+            except (TaskDataError, TypeError) as err:
+                raise RecipeError(str(err) if isinstance(err, TaskDataError) else f"{where}: {err}") from err
+        return out
+
     def task_specs(self) -> dict[str, TaskSpec]:
-        try:
-            return {name: cs224n_task(name, **(overrides or {})) for name, overrides in self.tasks.items()}
-        except ValueError as err:
-            raise RecipeError(f"{self.source}: tasks: {err}") from err
+        """Each task's `TaskSpec`: its recipe fields over the CS224N defaults for a CS224N-files task;
+        for a `datasets` task, `text_columns` defaults to what its `data.columns` map."""
+        specs = {}
+        task_data = self.task_data()
+        unknown = [n for n, d in task_data.items() if d.source == "cs224n" and (d.task or n) not in CS224N_TASKS]
+        if unknown:
+            raise RecipeError(
+                f"{self.source}: tasks: unknown task(s) {unknown}; known tasks are {sorted(CS224N_TASKS)} (the CS224N "
+                "files); a task of another dataset needs a data entry (data: {path: ..., ...})"
+            )
+        for name, data in task_data.items():
+            values = {k: v for k, v in (self.tasks[name] or {}).items() if k != "data"}
+            where = f"{self.source}: tasks.{name}"
+            if data.source == "cs224n":
+                values = {**CS224N_TASKS[data.task or name], **values}
+            else:
+                if "kind" not in values:
+                    raise RecipeError(f"{where}: kind is not set (classification, binary or regression)")
+                if "text_columns" not in values and data.text_columns:
+                    values["text_columns"] = list(data.text_columns)
+            try:
+                specs[name] = TaskSpec.from_dict(name, values)
+            except (TypeError, ValueError) as err:
+                raise RecipeError(f"{where}: {err}") from err
+        return specs
 
     @property
     def uses_adapters(self) -> bool:
@@ -101,8 +142,12 @@ class Recipe:
     def training_arguments(self) -> TrainingArguments:
         return training_arguments_from({"output_dir": self.output_dir, **self.training}, self.source)
 
-    def data_dir(self) -> str:
-        return resolve_data_dir(self.data.dir, self.source)
+    def data_dir(self) -> Optional[str]:
+        """The data folder (`data.dir`, else $HF_PALS_DATA_DIR): required when a task reads the CS224N
+        files, optional otherwise (then the folder relative `data_files` are resolved against)."""
+        if any(d.source == "cs224n" for d in self.task_data().values()):
+            return resolve_data_dir(self.data.dir, self.source)
+        return self.data.dir or os.environ.get(DEFAULT_DATA_DIR_ENV)
 
 
 def training_arguments_from(values: dict[str, Any], source: str) -> TrainingArguments:
@@ -155,9 +200,11 @@ def parse_recipe(values: dict[str, Any], source: str = "<recipe>") -> Recipe:
     recipe.adapter = _adapter_section(recipe.adapter, source)
     if not isinstance(recipe.tasks, dict) or not recipe.tasks:
         raise RecipeError(f"{source}: tasks must be a non-empty mapping of task name -> overrides")
-    unknown = sorted(set(recipe.tasks) - set(CS224N_TASKS))
-    if unknown:
-        raise RecipeError(f"{source}: tasks: unknown task(s) {unknown}; known tasks are {sorted(CS224N_TASKS)}")
+    for name, values in recipe.tasks.items():
+        if not isinstance(name, str) or not name or "/" in name:
+            raise RecipeError(f"{source}: tasks: a task name must be a non-empty string without '/', got {name!r}")
+        if values is not None and not isinstance(values, dict):
+            raise RecipeError(f"{source}: tasks.{name}: expected a mapping of task fields, got {values!r}")
     if not isinstance(recipe.fast_dropout, bool):
         raise RecipeError(f"{source}: fast_dropout must be true or false, got {recipe.fast_dropout!r}")
     if recipe.data.format != "cs224n":
@@ -262,13 +309,33 @@ def apply_override(values: dict[str, Any], assignment: str, source: str = "--set
     target[parts[-1]] = yaml.safe_load(raw)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently:
+    two tasks of the same name would become one)."""
+
+
+def _mapping_without_repeats(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{key!r} is given twice (first on line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_repeats)
+
+
 def read_recipe_values(path: str, overrides: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """A recipe file's mapping with `overrides` ("a.b=value", value parsed as YAML) applied, unchecked."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"recipe {path} not found")
     with open(path) as f:
         try:
-            values = yaml.safe_load(f)
+            values = yaml.load(f, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as err:
             raise RecipeError(f"{path}: not valid YAML ({err})") from err
     values = values or {}

@@ -16,10 +16,13 @@ from transformers import AutoTokenizer, set_seed
 from .base_models import resolve_base_model
 from .data import cs224n_path, load_cs224n, load_cs224n_file, write_cs224n_predictions
 from .data.multitask import MultiTaskCollator
+from .data.sources import TaskData, load_task_sets, load_task_split, task_splits
+from .data.submission import submission_file_name, write_submission
 from .evaluation import evaluate_tasks, predict
 from .encoder_dropout import use_fast_dropout
 from .modeling import MultiTaskModel
 from .recipe import Recipe
+from .tasks import CS224N_TASKS
 from .training import MultiTaskTrainer
 
 logger = logging.getLogger("hf_pals")
@@ -48,12 +51,13 @@ def check_output_dir(path: str, min_free_bytes: int = MIN_FREE_BYTES) -> None:
 
 
 def _cap(datasets: dict, limits: dict[str, int], seed: int, where: str) -> dict:
-    unknown = sorted(set(limits) - set(datasets))
+    tasks = {key.split("/")[0] for key in datasets}
+    unknown = sorted(set(limits) - tasks)
     if unknown:
-        raise ValueError(f"{where}: task(s) {unknown} are not in the recipe's tasks {sorted(datasets)}")
+        raise ValueError(f"{where}: task(s) {unknown} are not in the recipe's tasks {sorted(tasks)}")
     out = {}
     for task, dataset in datasets.items():
-        limit = limits.get(task)
+        limit = limits.get(task.split("/")[0])  # a task's limit holds for each of its splits ("mnli/...")
         if limit is not None and limit < len(dataset):
             dataset = dataset.shuffle(seed=seed).select(range(limit))
         out[task] = dataset
@@ -67,9 +71,12 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
     tasks = recipe.task_specs()
     data_dir = recipe.data_dir()
     args = recipe.training_arguments()
-    names = list(tasks)
-    train_sets = load_cs224n(data_dir, "train", tasks=names, on_bad_rows=recipe.data.on_bad_rows)
-    dev_sets = load_cs224n(data_dir, "dev", tasks=names, on_bad_rows=recipe.data.on_bad_rows)
+    task_data = recipe.task_data()
+    train_sets = load_task_sets(tasks, task_data, "train", data_dir, on_bad_rows=recipe.data.on_bad_rows)
+    missing = [t for t in tasks if t not in train_sets]
+    if missing:
+        raise ValueError(f"{recipe.source}: task(s) {missing} have no train_split to train on")
+    dev_sets = load_task_sets(tasks, task_data, "eval", data_dir, on_bad_rows=recipe.data.on_bad_rows)
     train_sets = _cap(train_sets, recipe.data.max_train_examples, args.seed, f"{recipe.source}: data.max_train_examples")
     dev_sets = _cap(dev_sets, recipe.data.max_eval_examples, args.seed, f"{recipe.source}: data.max_eval_examples")
 
@@ -138,18 +145,24 @@ def load_for_inference(model_dir: str, allow_pickle: bool = False):
 
 def evaluate(
     model_dir: str,
-    data_dir: str,
+    data_dir: Optional[str] = None,
     split: str = "dev",
     output: Optional[str] = None,
     on_bad_rows: str = "raise",
     batch_size: int = 128,
     max_examples: Optional[int] = None,
+    recipe: Optional[Recipe] = None,
 ) -> dict[str, Any]:
-    """Score a bundle on a labelled CS224N split, or with `split="test"` write CS224N prediction files.
+    """Score a bundle on a labelled split, or with `split="test"` write prediction files.
+
+    Without `recipe` the bundle's tasks are CS224N tasks read from `data_dir` ("train", "dev", "test").
+    With a recipe each task's data comes from its `data` entry: "dev" (or "eval", "validation") is its
+    eval_split(s), "train" its train_split, "test" its test_split(s); `data_dir` overrides `data.dir`.
 
     For "test", `output` is a directory (default MODEL_DIR/predictions) and the result lists the files
-    written; tasks without a test file (Quora here) are reported as skipped. `max_examples` keeps the
-    first rows of each file only, for quick checks.
+    written: the handout's files for CS224N tasks, `index<TAB>prediction` TSVs (GLUE's submission
+    layout, `hf_pals.data.submission`) for the others; a task without a test split is reported as
+    skipped. `max_examples` keeps the first rows of each split only, for quick checks.
     """
 
     def head(dataset):
@@ -157,8 +170,16 @@ def evaluate(
 
     model, collator = load_for_inference(model_dir)
     tasks = list(model.tasks)
+    task_data = _bundle_task_data(model, recipe)
+    if recipe is not None:
+        data_dir = data_dir or recipe.data_dir()
     if split != "test":
-        datasets = {t: head(d) for t, d in load_cs224n(data_dir, split, tasks=tasks, on_bad_rows=on_bad_rows).items()}
+        role = "train" if split == "train" else "eval"
+        if all(task_data[t].source == "cs224n" and (task_data[t].task or t) == t for t in tasks) and split in ("train", "dev"):
+            loaded = load_cs224n(_required(data_dir), split, tasks=tasks, on_bad_rows=on_bad_rows)
+        else:
+            loaded = load_task_sets(model.tasks, task_data, role, data_dir, on_bad_rows=on_bad_rows)
+        datasets = {t: head(d) for t, d in loaded.items()}
         report = evaluate_tasks(model, collator, datasets, batch_size=batch_size)
         report["split"] = split
         if output:
@@ -169,13 +190,49 @@ def evaluate(
     output = output or os.path.join(model_dir, "predictions")
     written, skipped = {}, {}
     for task in tasks:
-        path = cs224n_path(data_dir, task, "test")
-        if not path.exists():
-            skipped[task] = f"no test file {path}"
+        data = task_data[task]
+        if data.source == "cs224n":
+            handout_task = data.task or task
+            path = cs224n_path(_required(data_dir), handout_task, "test")
+            if not path.exists():
+                skipped[task] = f"no test file {path}"
+                continue
+            dataset = head(load_cs224n_file(path, handout_task, labeled=False, on_bad_rows=on_bad_rows))
+            preds = predict(model, collator, dataset, task, batch_size=batch_size)
+            target = os.path.join(output, PREDICTION_FILES[handout_task])
+            write_cs224n_predictions(target, handout_task, dataset["id"], preds.tolist())
+            written[task] = target
             continue
-        dataset = head(load_cs224n_file(path, task, labeled=False, on_bad_rows=on_bad_rows))
-        preds = predict(model, collator, dataset, task, batch_size=batch_size)
-        target = os.path.join(output, PREDICTION_FILES[task])
-        write_cs224n_predictions(target, task, dataset["id"], preds.tolist())
-        written[task] = target
+        splits = task_splits(data, "test")
+        if not splits:
+            skipped[task] = "no test_split"
+        for split_name in splits:
+            dataset = head(load_task_split(model.tasks[task], data, split_name, role="test", data_dir=data_dir))
+            preds = predict(model, collator, dataset, task, batch_size=batch_size)
+            name = submission_file_name(task, data, split_name, several=len(splits) > 1)
+            target = os.path.join(output, name)
+            write_submission(target, model.tasks[task], data, dataset["id"], preds.tolist())
+            written[task if len(splits) == 1 else f"{task}/{split_name}"] = target
     return {"split": "test", "predictions": written, "skipped": skipped}
+
+
+def _bundle_task_data(model, recipe: Optional[Recipe]) -> dict:
+    """Each of the bundle's tasks' data: from the recipe, or the CS224N files without one."""
+    if recipe is None:
+        others = sorted(t for t in model.tasks if t not in CS224N_TASKS)
+        if others:
+            raise ValueError(
+                f"task(s) {others} are not CS224N tasks: pass the recipe that says where their data is (--recipe)"
+            )
+        return {t: TaskData(source="cs224n", eval_split="dev") for t in model.tasks}
+    task_data = recipe.task_data()
+    missing = sorted(set(model.tasks) - set(task_data))
+    if missing:
+        raise ValueError(f"{recipe.source}: the bundle's task(s) {missing} are not in the recipe's tasks {sorted(task_data)}")
+    return {t: task_data[t] for t in model.tasks}
+
+
+def _required(data_dir: Optional[str]) -> str:
+    if not data_dir:
+        raise ValueError("the CS224N tasks are read from a data directory: pass --data-dir (or set data.dir)")
+    return data_dir

@@ -19,6 +19,14 @@ LOSSES = ("cross_entropy", "bce", "mse", "one_minus_pearson")
 
 _DEFAULT_LOSS = {"classification": "cross_entropy", "binary": "bce", "regression": "mse"}
 _DEFAULT_METRIC = {"classification": "accuracy", "binary": "accuracy", "regression": "pearsonr"}
+#: Metric modules shipped in `hf_pals.metrics`, and the task kinds each suits.
+METRICS = {
+    "accuracy": ("classification", "binary"),
+    "f1": ("classification", "binary"),
+    "matthews_correlation": ("classification", "binary"),
+    "pearsonr": ("regression",),
+    "spearmanr": ("regression",),
+}
 
 
 @dataclass
@@ -41,7 +49,14 @@ class TaskSpec:
         loss: "cross_entropy", "bce", "mse" or "one_minus_pearson" (1 - Pearson r of the batch's scores
             and labels; regression only); defaults by kind.
         label_max: the top of a regression label's range (5 for STS); labels lie in [0, label_max].
-        metric: "accuracy" or "pearsonr"; defaults by kind.
+        metric: the task's main metric, or a list of metrics whose first is the main one (`metric: [f1,
+            accuracy]`): "accuracy", "f1", "matthews_correlation" (classification and binary tasks),
+            "pearsonr", "spearmanr" (regression); defaults by kind. `metric` is then the main one's
+            name and `metrics` all of them.
+        metrics: every metric of the task, the main one first (set from `metric`; a bundle written
+            before this field existed has its one `metric`).
+        label_names: the classes' names, in label order (`ClassLabel` names, or the strings a dataset's
+            label column holds); predictions then carry them. A binary task's two names are for 0 and 1.
         top_layer: add a task-specific transformer layer on top of the shared encoder (and the task's
             adapter, if the model has adapters), initialised as a copy of the encoder's last layer; part
             of the task's head. It also works alone, in a model without adapters (recipe `adapter: none`,
@@ -57,9 +72,11 @@ class TaskSpec:
     head: str = "linear"
     loss: Optional[str] = None
     label_max: float = 1.0
-    metric: Optional[str] = None
+    metric: Optional[Any] = None
     dropout: float = 0.1
     top_layer: bool = False
+    metrics: Optional[tuple[str, ...]] = None
+    label_names: Optional[tuple[str, ...]] = None
 
     def __post_init__(self):
         self.text_columns = tuple(self.text_columns)
@@ -69,8 +86,10 @@ class TaskSpec:
         _check_choice(where, "pooling", self.pooling, POOLINGS)
         _check_choice(where, "head", self.head, HEADS)
         self.loss = self.loss or _DEFAULT_LOSS[self.kind]
-        self.metric = self.metric or _DEFAULT_METRIC[self.kind]
+        self._set_metrics(where)
         _check_choice(where, "loss", self.loss, LOSSES)
+        if self.label_names is not None:
+            self._check_label_names(where)
         if self.kind == "classification" and self.num_labels < 2:
             raise ValueError(f"{where}: a classification task needs num_labels >= 2, got {self.num_labels}")
         if self.kind != "classification":
@@ -84,6 +103,36 @@ class TaskSpec:
         if self.loss == "one_minus_pearson" and self.kind != "regression":
             raise ValueError(f"{where}: loss 'one_minus_pearson' needs kind 'regression', got {self.kind!r}")
 
+    def _set_metrics(self, where: str) -> None:
+        """`metric` (a name or a list) and `metrics` -> `metric` the main name, `metrics` all, main first."""
+        listed = self.metric if isinstance(self.metric, (list, tuple)) else ([self.metric] if self.metric else [])
+        if self.metrics and listed and listed[0] != list(self.metrics)[0]:
+            raise ValueError(f"{where}: metric {listed[0]!r} and metrics {list(self.metrics)} disagree on the main metric")
+        names = list(self.metrics or listed or [_DEFAULT_METRIC[self.kind]])
+        if not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{where}: metric must name metrics, got {names!r}")
+        for name in names:
+            _check_choice(where, "metric", name, tuple(METRICS))
+            if self.kind not in METRICS[name]:
+                raise ValueError(f"{where}: metric {name!r} does not suit a {self.kind} task (it suits {list(METRICS[name])})")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where}: metric lists a metric twice: {names}")
+        self.metric, self.metrics = names[0], tuple(names)
+
+    def _check_label_names(self, where: str) -> None:
+        names = list(self.label_names)
+        if self.kind == "regression":
+            raise ValueError(f"{where}: label_names suit classification and binary tasks, not regression")
+        if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"{where}: label_names must be distinct non-empty strings, got {names!r}")
+        expected = 2 if self.kind == "binary" else self.num_labels
+        if len(names) != expected:
+            raise ValueError(
+                f"{where}: label_names has {len(names)} names, a {self.kind} task with num_labels {self.num_labels} "
+                f"needs {expected}"
+            )
+        self.label_names = tuple(names)
+
     @property
     def is_pair(self) -> bool:
         return len(self.text_columns) == 2
@@ -95,6 +144,8 @@ class TaskSpec:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["text_columns"] = list(self.text_columns)
+        out["metrics"] = list(self.metrics)
+        out["label_names"] = None if self.label_names is None else list(self.label_names)
         return out
 
     @classmethod
