@@ -1,8 +1,11 @@
 """Predicting and scoring tasks: shared by the trainer's evaluation, `hf-pals evaluate` and the predictor.
 
-Scores go through `evaluate` metric modules shipped in `hf_pals.metrics`. The report has one entry per
-task and an "overall" score: the mean of the tasks' primary scores with a Pearson r mapped to (r + 1) / 2,
-which for SST, Quora and STS is the CS224N overall score (a + b + (r + 1) / 2) / 3.
+Scores go through `evaluate` metric modules shipped in `hf_pals.metrics`, every metric of a task's
+`metrics` under its report name (`REPORT_NAMES`: "pearsonr" is reported as "pearson", "spearmanr" as
+"spearman"). The report has one entry per evaluation set (a task, or "TASK/SPLIT" for a task's extra
+evaluation split such as "mnli/validation_mismatched") and an "overall" score over the tasks (not the extra
+splits): for the CS224N tasks SST, Quora and STS with their default metrics the CS224N formula
+(a + b + (r + 1) / 2) / 3, otherwise the mean of the tasks' main metrics as they are (GLUE's convention).
 """
 
 from __future__ import annotations
@@ -13,10 +16,20 @@ import numpy as np
 import torch
 
 from .heads import predictions as head_predictions
-from .metrics import load_metric
+from .metrics import compute_overall, load_metric
 
-#: Name of the metric in the report for each metric module (the issue's report uses "pearson").
-REPORT_NAMES = {"accuracy": "accuracy", "pearsonr": "pearson"}
+#: Name in the report of each metric module's value (the CS224N report uses "pearson").
+REPORT_NAMES = {
+    "accuracy": "accuracy",
+    "f1": "f1",
+    "matthews_correlation": "matthews_correlation",
+    "pearsonr": "pearson",
+    "spearmanr": "spearman",
+}
+#: The CS224N tasks and the main metric each needs for the CS224N overall score.
+CS224N_OVERALL_METRICS = {"sst": "accuracy", "quora": "accuracy", "sts": "pearsonr"}
+#: `report["overall_formula"]`: which formula gave `report["overall"]`.
+OVERALL_FORMULAS = ("cs224n", "mean_of_main_metrics")
 
 
 @torch.no_grad()
@@ -55,29 +68,78 @@ def predict(model, collator, dataset, task: str, batch_size: int = 128, device=N
     return head_predictions(model.tasks[task], outputs).float().numpy()
 
 
+def metric_kwargs(task_spec, metric: str) -> dict[str, Any]:
+    """Arguments for a metric module beyond predictions and references.
+
+    F1 is the binary F1 of class 1 for a binary task (or a two-class classification task) and the macro
+    F1 over the classes present otherwise, fixed by the task so a dev set missing a class cannot switch it.
+    """
+    if metric == "f1":
+        two_classes = task_spec.kind == "binary" or task_spec.num_labels == 2
+        return {"average": "binary" if two_classes else "macro"}
+    return {}
+
+
 def score(task_spec, predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:
-    """The task's metric through its `evaluate` module, under the report's name."""
-    metric = load_metric(task_spec.metric)
-    result = metric.compute(predictions=predictions.tolist(), references=references.tolist())
-    return {REPORT_NAMES.get(k, k): float(v) for k, v in result.items()}
+    """Every metric of the task (`task_spec.metrics`, main first) through its `evaluate` module, under
+    its report name: `{"f1": 0.81, "accuracy": 0.86}`."""
+    predictions, references = np.asarray(predictions).tolist(), np.asarray(references).tolist()
+    scores = {}
+    for metric in task_spec.metrics or (task_spec.metric,):
+        result = load_metric(metric).compute(
+            predictions=predictions, references=references, **metric_kwargs(task_spec, metric)
+        )
+        scores[REPORT_NAMES[metric]] = float(result[metric])
+    return scores
 
 
-def primary_score(task_spec, scores: dict[str, float]) -> float:
-    """The task's score on a 0..1 scale: accuracy as is, Pearson r as (r + 1) / 2."""
-    if task_spec.metric == "pearsonr":
-        return (scores["pearson"] + 1.0) / 2.0
-    return scores[REPORT_NAMES.get(task_spec.metric, task_spec.metric)]
+def main_metric_name(task_spec) -> str:
+    """The report key of the task's main metric (e.g. "pearson" for a task whose metric is "pearsonr")."""
+    return REPORT_NAMES[task_spec.metric]
+
+
+def overall_score(specs_by_set: dict[str, Any], report: dict[str, Any]) -> tuple[float, str]:
+    """`(overall, formula)` from the report's per-set scores; `formula` is one of `OVERALL_FORMULAS`.
+
+    `specs_by_set` maps each evaluation set of `report` to its task's `TaskSpec`; sets named "TASK/SPLIT"
+    (extra evaluation splits) are left out. When the tasks are exactly SST, Quora and STS with main
+    metrics accuracy, accuracy and pearsonr, the score is the CS224N leaderboard's
+    (sst_acc + quora_acc + (sts_pearson + 1) / 2) / 3 (`hf_pals.metrics.compute_overall`), "cs224n";
+    otherwise it is the mean of the tasks' main metric values as they are, "mean_of_main_metrics"
+    (GLUE's convention; nan without tasks).
+    """
+    tasks = {name: spec for name, spec in specs_by_set.items() if "/" not in name}
+    if {name: spec.metric for name, spec in tasks.items()} == CS224N_OVERALL_METRICS:
+        overall = compute_overall(report["sst"]["accuracy"], report["quora"]["accuracy"], report["sts"]["pearson"])
+        return overall, "cs224n"
+    values = [report[name][main_metric_name(spec)] for name, spec in tasks.items()]
+    return (float(np.mean(values)) if values else float("nan")), "mean_of_main_metrics"
+
+
+def task_of_set(set_name: str) -> str:
+    """The task an evaluation set belongs to: "mnli" for "mnli" and for "mnli/validation_mismatched"."""
+    return set_name.split("/", 1)[0]
 
 
 def evaluate_tasks(model, collator, datasets: dict[str, Any], batch_size: int = 128) -> dict[str, Any]:
-    """Report `{task: {metric: value}, ..., "overall": s}` over labelled `datasets`."""
+    """Score labelled `datasets`, keyed by evaluation set: a task name, or "TASK/SPLIT" for an extra
+    evaluation split of TASK (scored with TASK's spec and head, reported under its key, not in "overall").
+
+    Returns `{set: {metric: value}, ..., "overall": s, "overall_formula": f, "main_metrics": {set: key}}`,
+    where `overall_score` gives `s` and `f`, and `main_metrics` names each set's main metric's report key.
+    """
     report: dict[str, Any] = {}
-    primaries = []
-    for task, dataset in datasets.items():
-        spec = model.tasks[task]
+    specs: dict[str, Any] = {}
+    for set_name, dataset in datasets.items():
+        task = task_of_set(set_name)
+        if task not in model.tasks:
+            raise ValueError(
+                f"evaluation set {set_name!r}: the model has no task {task!r}; its tasks are {sorted(model.tasks)}"
+            )
+        specs[set_name] = spec = model.tasks[task]
         preds = predict(model, collator, dataset, task, batch_size=batch_size)
         refs = np.asarray(dataset["label"])
-        report[task] = score(spec, preds, refs)
-        primaries.append(primary_score(spec, report[task]))
-    report["overall"] = float(np.mean(primaries)) if primaries else float("nan")
+        report[set_name] = score(spec, preds, refs)
+    report["overall"], report["overall_formula"] = overall_score(specs, report)
+    report["main_metrics"] = {set_name: main_metric_name(spec) for set_name, spec in specs.items()}
     return report

@@ -1,8 +1,10 @@
 """Evaluation metrics for hf_pals.
 
 ``evaluate.load("accuracy")`` fetches the metric script from the Hugging Face Hub, which is not
-reachable offline (and not from every user's machine), so the two metrics the CS224N tasks need are
-shipped inside this package as ordinary ``evaluate`` metric modules and loaded from their directory.
+reachable offline (and not from every user's machine), so the metrics the CS224N and GLUE tasks need
+are shipped inside this package as ordinary ``evaluate`` metric modules and loaded from their directory:
+accuracy, pearsonr (the CS224N tasks), f1 (MRPC, QQP), matthews_correlation (CoLA) and spearmanr (STS-B).
+Each returns what the Hub's module of the same name returns, e.g. ``{"f1": 0.8}``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import evaluate
 __all__ = ["METRIC_NAMES", "metric_path", "load_metric", "compute_overall"]
 
 #: Metrics shipped with the package (each is ``<this dir>/<name>/<name>.py``).
-METRIC_NAMES = ("accuracy", "pearsonr")
+METRIC_NAMES = ("accuracy", "pearsonr", "f1", "matthews_correlation", "spearmanr")
 
 _METRICS_DIR = Path(__file__).resolve().parent
 
@@ -30,7 +32,7 @@ def metric_path(name: str) -> Path:
 def load_metric(name: str, **kwargs) -> evaluate.EvaluationModule:
     """``evaluate.load`` a metric shipped with hf_pals, without touching the network.
 
-    ``name`` is ``"accuracy"`` or ``"pearsonr"``; ``kwargs`` (e.g. ``experiment_id``,
+    ``name`` is one of `METRIC_NAMES`; ``kwargs`` (e.g. ``experiment_id``,
     ``keep_in_memory``) are passed on to ``evaluate.load``.
     """
     return evaluate.load(str(metric_path(name)), **kwargs)
