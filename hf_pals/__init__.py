@@ -6,6 +6,7 @@ Importing this package registers the "pals" PEFT method, so `peft.get_peft_model
 
 from .allocator import keep_freed_memory
 from .modeling import MultiTaskModel
+from . import pipeline as _pipeline  # noqa: F401 (registers the "hf-pals" transformers pipeline task)
 from .tasks import TaskSpec
 from .tuner import BASE_ADAPTER_NAME, PALConfig, PALModel, pal_parameter_count
 

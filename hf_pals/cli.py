@@ -1,6 +1,6 @@
 """The `hf-pals` command: `train` a recipe, `evaluate` a saved model.
 
-    hf-pals train RECIPE.yaml [--data-dir D] [--output-dir O] [--max-steps N] [--seed S] [--resume] [--set k=v ...]
+    hf-pals train RECIPE.yaml [--data-dir D] [--output-dir O] [--max-steps N] [--seed S] [--resume] [--init-from M] [--set k=v ...]
     hf-pals pretrain RECIPE.yaml [--data-dir D] [--output-dir O] [--resume] [--set k=v ...]
     hf-pals evaluate MODEL_DIR [--data-dir D] [--recipe R.yaml] --split dev|train|test [--output report.json] [--max-examples N]
     hf-pals push MODEL_DIR REPO_ID [--private] [--token T] [--revision BRANCH] [--dataset TASK=DATASET_ID ...]
@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         const=True,
         default=None,
         help="resume from the last checkpoint in the output dir, or from the given checkpoint dir",
+    )
+    train.add_argument(
+        "--init-from", metavar="MODEL_DIR", help="grow this trained bundle by the recipe's new tasks (overrides init_from)"
     )
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe field")
 
@@ -106,6 +109,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 overrides.append(f"training.max_steps={args.max_steps}")
             if args.seed is not None:
                 overrides.append(f"training.seed={args.seed}")
+            if args.init_from:
+                overrides.append(f"init_from={json.dumps(args.init_from)}")
             recipe = load_recipe(args.recipe, overrides)
             result = run.train(recipe, resume=args.resume)
         elif args.command == "pretrain":

@@ -27,11 +27,12 @@ from typing import Optional
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from .modeling import (
+from .bundle import (
     ADAPTER_WEIGHTS_NAME,
     BUNDLE_CONFIG_NAME,
     ENCODER_DIR,
     ENCODER_WEIGHTS_NAME,
+    EVAL_RESULTS_NAME,
     HEADS_NAME,
     adapter_dir,
     bundle_has_adapters,
@@ -43,8 +44,6 @@ from .tasks import CS224N_TASKS, TaskSpec
 
 logger = logging.getLogger("hf_pals")
 
-#: The eval report `run.train` writes next to the bundle (`run.REPORT_NAME`).
-EVAL_RESULTS_NAME = "eval_results.json"
 #: The model card template, shipped in the package (`model_cards/` at the repository root links to it).
 MODEL_CARD_TEMPLATE = Path(__file__).parent / "model_cards" / "hf_pals_model_card.md"
 #: Tokenizer files at the top of a bundle (never pickles: no `*.bin`, `*.pkl`).
@@ -88,7 +87,13 @@ CS224N_DATASETS = {
     },
 }
 #: Report name -> Hub metric id (https://hf.co/metrics).
-METRIC_TYPES = {"accuracy": "accuracy", "pearson": "pearsonr"}
+METRIC_TYPES = {
+    "accuracy": "accuracy",
+    "f1": "f1",
+    "matthews_correlation": "matthews_correlation",
+    "pearson": "pearsonr",
+    "spearman": "spearmanr",
+}
 
 
 def bundle_files(model_dir: str) -> list[str]:

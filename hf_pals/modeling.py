@@ -4,7 +4,7 @@ The adapters are optional: `from_base(..., adapters=False)` keeps the encoder a 
 `BertModel`, shared by every task as is (fine-tuned jointly, or frozen); each task then has only its head
 and, with `TaskSpec.top_layer`, its own transformer layer on top (the "top layer alone" variant).
 
-Saved as a bundle directory, all safetensors:
+Saved as a bundle directory, all safetensors (the file names and the checks on them are in `bundle.py`):
 
     hf_pals_config.json                base model id, tasks, whether the encoder was trained, whether there are adapters
     adapters/<task>/adapter_model.safetensors + adapter_config.json   (PEFT's own layout; absent without adapters)
@@ -27,45 +27,44 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 import tempfile
 from typing import Optional, Sequence, Union
 
 import torch
 from peft import PeftModel, get_peft_model
 from peft.utils import set_peft_model_state_dict
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 
+from . import hub
 from .base_models import resolve_base_model
+
+# The bundle's layout and file checks live in bundle.py; imported from here too, where they lived before.
+from .bundle import (  # noqa: F401 (re-exported)
+    ADAPTER_WEIGHTS_NAME,
+    ADAPTERS_DIR,
+    BUNDLE_CONFIG_FIELDS,
+    BUNDLE_CONFIG_NAME,
+    ENCODER_DIR,
+    ENCODER_WEIGHTS_NAME,
+    EVAL_RESULTS_NAME,
+    HEADS_NAME,
+    PICKLE_NAMES,
+    adapter_dir,
+    bundle_has_adapters,
+    check_adapter_fits,
+    check_bundle_files,
+    load_weights_file,
+    read_bundle_config,
+    weight_shapes,
+    weights_file,
+    write_pipeline_marker,
+)
 from .heads import TaskHead, pool, task_loss
 from .tasks import TaskSpec
-from .tuner import PALConfig
-
-BUNDLE_CONFIG_NAME = "hf_pals_config.json"
-HEADS_NAME = "heads.safetensors"
-ADAPTERS_DIR = "adapters"
-ENCODER_DIR = "encoder"
-ENCODER_WEIGHTS_NAME = "model.safetensors"
-ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
-#: The pickle file each safetensors file could be replaced by (refused unless `allow_pickle=True`).
-PICKLE_NAMES = {
-    HEADS_NAME: "heads.bin",
-    ENCODER_WEIGHTS_NAME: "pytorch_model.bin",
-    ADAPTER_WEIGHTS_NAME: "adapter_model.bin",
-}
-#: The fields of hf_pals_config.json (keep in step with `MultiTaskModel.bundle_config`).
-BUNDLE_CONFIG_FIELDS = (
-    "hf_pals_version",
-    "base_model_name_or_path",
-    "freeze_encoder",
-    "adapters",
-    "max_length",
-    "tasks",
-)
+from .tuner import PALConfig, PALLayer
 
 
 class MultiTaskModel(nn.Module):
@@ -98,6 +97,8 @@ class MultiTaskModel(nn.Module):
         self.tasks = dict(tasks)
         self.base_model_name_or_path = base_model_name_or_path
         self.freeze_encoder = freeze_encoder
+        #: Parts that do not train (see `freeze`): "encoder" and/or task names; not saved in the bundle.
+        self.frozen: tuple[str, ...] = ()
         hidden_size = self.bert.config.hidden_size
         self.heads = nn.ModuleDict(
             {
@@ -116,6 +117,11 @@ class MultiTaskModel(nn.Module):
     def bert(self) -> PreTrainedModel:
         """The underlying transformers model (a `BertModel`): inside PEFT's wrapper, or the encoder itself."""
         return self.encoder.get_base_model() if self.has_adapters else self.encoder
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (as `PreTrainedModel.device`; transformers' `Pipeline` reads it)."""
+        return next(self.parameters()).device
 
     def _routing(self, adapter_names) -> dict:
         """The encoder's keyword arguments that route rows to adapters (PEFT's `adapter_names`); none
@@ -172,13 +178,86 @@ class MultiTaskModel(nn.Module):
 
     def _set_trainable(self) -> None:
         """Every adapter trains (all are active; routing picks one per batch); the encoder only when
-        not frozen. Done once: `set_adapter` flips requires_grad, which must not happen per step.
-        The heads (with their top layers) always train."""
+        neither `freeze_encoder` nor `frozen` freezes it. Done once (and again after `add_task`,
+        `remove_task`, `freeze`), never per step: `set_adapter` flips requires_grad. The heads (with
+        their top layers) train; a task in `frozen` keeps its adapter and head as they are."""
         if self.has_adapters:
             self.encoder.base_model.set_adapter(list(self.tasks))
+        encoder_trains = not (self.freeze_encoder or "encoder" in self.frozen)
         for name, param in self.bert.named_parameters():
             if "pals_" not in name:
-                param.requires_grad_(not self.freeze_encoder)
+                param.requires_grad_(encoder_trains)
+        for name, head in self.heads.items():
+            head.requires_grad_(name not in self.frozen)
+        for name in self.frozen:
+            for param in self.adapter_parameters(name):
+                param.requires_grad_(False)
+
+    # ------------------------------------------------------------------------------ grow / freeze
+    def adapter_parameters(self, task: str) -> list[nn.Parameter]:
+        """The parameters of `task`'s adapter (each once, also V_E/V_D shared by all layers); none
+        without adapters."""
+        params = {}
+        for module in self.bert.modules() if self.has_adapters else ():
+            if isinstance(module, PALLayer):
+                for attr in module.adapter_layer_names:
+                    if task in getattr(module, attr):
+                        params.update((id(p), p) for p in getattr(module, attr)[task].parameters())
+        return list(params.values())
+
+    def freeze(self, parts: Sequence[str]) -> None:
+        """Freeze exactly `parts` (and unfreeze the rest; `freeze([])` unfreezes all): "encoder" (the
+        shared encoder's weights) and/or task names (that task's adapter and head, top layer included).
+
+        This is about training only. Unlike `freeze_encoder` ("the encoder is the unchanged base", so the
+        bundle has no encoder/), a frozen "encoder" that was trained before is still saved in encoder/,
+        unchanged: a grown model keeps the encoder its old tasks were trained with."""
+        parts = list(dict.fromkeys(parts))
+        valid = ["encoder", *self.tasks]
+        unknown = [p for p in parts if p not in valid]
+        if unknown:
+            raise ValueError(f"freeze: unknown part(s) {unknown}; valid parts are {valid}")
+        self.frozen = tuple(parts)
+        self._set_trainable()
+
+    def add_task(self, spec: TaskSpec, pal_config: Optional[Union[PALConfig, dict]] = None) -> None:
+        """Add task `spec.name`: a fresh PAL adapter (PEFT `add_adapter`, from `pal_config`, the default
+        `PALConfig` when None) and a fresh head (with a copy of the encoder's last layer if
+        `spec.top_layer`). The paper's point: a new task costs one adapter and a head, the other tasks'
+        weights are untouched. A model without adapters gets the head only; `pal_config` must be None then.
+        Afterwards every adapter not in `frozen` is active and trains (`_set_trainable`)."""
+        if spec.name in self.tasks:
+            raise ValueError(f"add_task: task {spec.name!r} already exists; this model has tasks {sorted(self.tasks)}")
+        if spec.name == "encoder":
+            raise ValueError("add_task: 'encoder' is not a valid task name (it names the shared encoder in freeze)")
+        if self.has_adapters:
+            if isinstance(pal_config, dict) or pal_config is None:
+                pal_config = PALConfig(**(pal_config or {}))
+            config = copy.deepcopy(pal_config)
+            config.base_model_name_or_path = self.base_model_name_or_path
+            config.inference_mode = False
+            self.encoder.add_adapter(spec.name, config)
+        elif pal_config is not None:
+            raise ValueError(f"add_task: this model has no adapters, so task {spec.name!r} gets a head only; pass no pal_config")
+        weight = next(self.bert.parameters())
+        top_layer = self._copy_last_layer() if spec.top_layer else None
+        head = TaskHead(spec, self.bert.config.hidden_size, top_layer=top_layer).to(weight.device)
+        self.tasks[spec.name] = spec
+        self.heads[spec.name] = head
+        self._set_trainable()
+
+    def remove_task(self, name: str) -> None:
+        """Remove task `name`: its adapter (PEFT `delete_adapter`) and its head; the last task cannot go."""
+        if name not in self.tasks:
+            raise ValueError(f"remove_task: unknown task {name!r}; this model has tasks {sorted(self.tasks)}")
+        if len(self.tasks) == 1:
+            raise ValueError(f"remove_task: {name!r} is the model's last task; a MultiTaskModel needs at least one")
+        if self.has_adapters:
+            self.encoder.delete_adapter(name)
+        del self.tasks[name]
+        del self.heads[name]
+        self.frozen = tuple(p for p in self.frozen if p != name)
+        self._set_trainable()
 
     # --------------------------------------------------------------------------------------- forward
     def encode(self, task: str, input_ids, attention_mask, token_type_ids=None, inputs_embeds=None) -> torch.Tensor:
@@ -276,19 +355,18 @@ class MultiTaskModel(nn.Module):
             self.bert.config.save_pretrained(encoder_dir)
         if tokenizer is not None:
             tokenizer.save_pretrained(save_directory)
+        write_pipeline_marker(save_directory)  # pipeline("hf-pals", model=save_directory) finds the pipeline
 
     def push_to_hub(self, repo_id: str, tokenizer=None, eval_results: Optional[dict] = None, **kwargs):
         """Save this model as a bundle (with `tokenizer` and an `eval_results` report, if given) and upload
         it to the Hub repo `repo_id` with a model card; `kwargs` go to `hf_pals.hub.push_to_hub`
         (`private`, `token`, `revision`, `commit_message`, `datasets`). Returns the `CommitInfo`."""
-        from .hub import EVAL_RESULTS_NAME, push_to_hub
-
         with tempfile.TemporaryDirectory() as bundle:
             self.save_pretrained(bundle, tokenizer=tokenizer)
             if eval_results is not None:
                 with open(os.path.join(bundle, EVAL_RESULTS_NAME), "w") as f:
                     json.dump(eval_results, f, indent=2)
-            return push_to_hub(bundle, repo_id, **kwargs)
+            return hub.push_to_hub(bundle, repo_id, **kwargs)
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The shared encoder's weights under plain `BertModel` names (no PAL tensors, no `base_layer`)."""
@@ -376,130 +454,6 @@ class MultiTaskModel(nn.Module):
             raise ValueError(f"encoder weights are missing {len(missing)} tensors, e.g. {missing[:3]}")
         base.load_state_dict({names[k]: v for k, v in state.items() if k in names}, strict=False)
 
-
-def adapter_dir(model_dir: str, task: str) -> str:
-    """Where PEFT's `save_pretrained` puts adapter `task` inside a bundle."""
-    root = os.path.join(model_dir, ADAPTERS_DIR)
-    return root if task == "default" else os.path.join(root, task)
-
-
-def bundle_has_adapters(config: dict) -> bool:
-    """Whether a bundle config (`read_bundle_config`) has one adapter per task; bundles written before
-    the "adapters" field existed always have them."""
-    return config.get("adapters", True)
-
-
-def read_bundle_config(model_dir: str) -> dict:
-    path = os.path.join(model_dir, BUNDLE_CONFIG_NAME)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: {model_dir} is not a hf_pals model directory")
-    with open(path) as f:
-        try:
-            config = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from err
-    for key in ("base_model_name_or_path", "tasks"):
-        if key not in config:
-            raise ValueError(f"{path}: missing field {key!r}")
-    unknown = sorted(set(config) - set(BUNDLE_CONFIG_FIELDS))
-    if unknown:
-        raise ValueError(
-            f"{path}: unknown field(s) {unknown}; known fields are {list(BUNDLE_CONFIG_FIELDS)} "
-            "(a typo, or a bundle written by a newer hf_pals)"
-        )
-    if not isinstance(config["tasks"], dict) or not config["tasks"]:
-        raise ValueError(f"{path}: field 'tasks' must map task names to their settings")
-    if not isinstance(bundle_has_adapters(config), bool):
-        raise ValueError(f"{path}: field 'adapters' must be true or false, got {config['adapters']!r}")
-    return config
-
-
-# ------------------------------------------------------------------------------ load-time safety checks
-def weights_file(directory: str, name: str, allow_pickle: bool = False) -> str:
-    """The weights file `name` (a safetensors name) in `directory`, or with `allow_pickle` its pickle twin.
-
-    A pickle can run arbitrary code when loaded, so a directory holding only the pickle is refused by
-    default, with an error that says how to go on.
-    """
-    path = os.path.join(directory, name)
-    if os.path.isfile(path):
-        return path
-    pickle_path = os.path.join(directory, PICKLE_NAMES[name])
-    if os.path.isfile(pickle_path):
-        if allow_pickle:
-            return pickle_path
-        raise ValueError(
-            f"{pickle_path} is a pickle file and {name} is missing: hf_pals loads safetensors only, because "
-            f"unpickling can run arbitrary code. Convert it to {name}, or pass allow_pickle=True if you trust "
-            "its source."
-        )
-    raise FileNotFoundError(f"{path} not found")
-
-
-def weight_shapes(path: str) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape of a weights file; a safetensors file is checked whole without reading its data."""
-    if not path.endswith(".safetensors"):
-        return {k: tuple(v.shape) for k, v in load_weights_file(path).items()}
-    try:
-        with safe_open(path, framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path}: not a valid safetensors file, it may be truncated or corrupted ({err})") from err
-
-
-def load_weights_file(path: str) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file (errors name the file), or of a pickle that `weights_file` allowed."""
-    if not path.endswith(".safetensors"):
-        return torch.load(path, map_location="cpu", weights_only=True)
-    weight_shapes(path)
-    return load_file(path)
-
-
-def check_bundle_files(model_dir: str, task_names, allow_pickle: bool = False) -> None:
-    """Refuse a bundle with a missing, pickle-only or damaged weights file, naming the file.
-    `task_names` are the tasks whose adapters the bundle must hold (none for a bundle without adapters)."""
-    paths = [weights_file(adapter_dir(model_dir, t), ADAPTER_WEIGHTS_NAME, allow_pickle) for t in task_names]
-    paths.append(weights_file(model_dir, HEADS_NAME, allow_pickle))
-    encoder_dir = os.path.join(model_dir, ENCODER_DIR)
-    if os.path.isdir(encoder_dir):
-        paths.append(weights_file(encoder_dir, ENCODER_WEIGHTS_NAME, allow_pickle))
-    for path in paths:
-        weight_shapes(path)
-
-
-_LAYER_INDEX = re.compile(r"\.layer\.(\d+)\.")
-#: Adapter weights that read the hidden state ([out, d]: V_E, Houlsby's down) or write it ([d, in]).
-_READS_HIDDEN = (".pals_encoder.", "_adapter_down.")
-_WRITES_HIDDEN = (".pals_decoder.", "_adapter_up.")
-
-
-def check_adapter_fits(task: str, path: str, shapes: dict, base_config) -> None:
-    """Say plainly when adapter `task` was saved for a base of another width or depth than `base_config`.
-
-    V_E (`pals_encoder.weight`) is [d_s, d] and V_D is [d, d_s] (likewise Houlsby's down/up), which gives
-    the hidden size the adapter was made for; layer indices in the tensor names give the depth it needs.
-    """
-    base = getattr(base_config, "_name_or_path", "") or "this base"
-    hidden_size, layers = base_config.hidden_size, base_config.num_hidden_layers
-    for key, shape in shapes.items():
-        if not key.endswith(".weight") or len(shape) != 2:
-            continue
-        if any(p in key for p in _READS_HIDDEN):
-            saved = shape[-1]
-        elif any(p in key for p in _WRITES_HIDDEN):
-            saved = shape[0]
-        else:
-            continue
-        if saved != hidden_size:
-            raise ValueError(
-                f"adapter {task!r} ({path}) was saved for hidden size {saved}, this base ({base}) has {hidden_size}"
-            )
-    indices = [int(m.group(1)) for m in map(_LAYER_INDEX.search, shapes) if m]
-    if indices and max(indices) >= layers:
-        raise ValueError(
-            f"adapter {task!r} ({path}) was saved for a base with at least {max(indices) + 1} layers "
-            f"(it has weights for layer {max(indices)}), this base ({base}) has {layers}"
-        )
 
 
 def _version() -> str:

@@ -11,6 +11,8 @@
 Like a transformers pipeline, each prediction is `{"label", "score"}`: for a classification task the
 argmax class and its softmax probability; for a binary task the label (1 when the logit is > 0) and
 the sigmoid probability of that label; for a regression task the predicted value in both fields.
+When the task has `label_names` (`TaskSpec.label_names`), "label" is the class's name instead of its
+index (`{"label": "positive", "score": 0.61}`); the score is the same.
 Batching goes through `hf_pals.evaluation.predict_outputs`, the path evaluation uses.
 """
 
@@ -76,7 +78,8 @@ class MultiTaskPredictor:
 
     @staticmethod
     def _results(spec, outputs: torch.Tensor) -> list[dict[str, Any]]:
-        """`{"label", "score"}` per example from a task head's raw outputs."""
+        """`{"label", "score"}` per example from a task head's raw outputs ("label" is the class name when
+        the task has `label_names`)."""
         labels = head_predictions(spec, outputs)
         if spec.kind == "classification":
             scores = outputs.softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
@@ -86,7 +89,11 @@ class MultiTaskPredictor:
         else:
             scores = outputs
         cast = float if spec.kind == "regression" else int
-        return [{"label": cast(label), "score": float(score)} for label, score in zip(labels.tolist(), scores.tolist())]
+        names = spec.label_names
+        return [
+            {"label": names[label] if names is not None else cast(label), "score": float(score)}
+            for label, score in zip(labels.tolist(), scores.tolist())
+        ]
 
     @torch.no_grad()
     def predict_mixed(self, items: Sequence[tuple[str, TextInput]]) -> list[dict[str, Any]]:
@@ -115,17 +122,23 @@ class MultiTaskPredictor:
         return self.model.tasks[task]
 
     @staticmethod
-    def _rows(spec, inputs) -> list[dict[str, str]]:
-        """One row per input, keyed by the task's text columns."""
-        single = isinstance(inputs, str) or (
+    def _is_single(spec, inputs) -> bool:
+        """Whether `inputs` is one input of `spec`'s task (a text, or a pair for a pair task), not a list."""
+        return isinstance(inputs, str) or (
             spec.is_pair and isinstance(inputs, tuple) and len(inputs) == 2 and all(isinstance(t, str) for t in inputs)
         )
-        items = [inputs] if single else list(inputs)
-        rows = []
-        for i, item in enumerate(items):
-            texts = (item,) if isinstance(item, str) else tuple(item) if isinstance(item, (tuple, list)) else None
-            if texts is None or len(texts) != len(spec.text_columns) or not all(isinstance(t, str) for t in texts):
-                want = "(sentence1, sentence2) pairs" if spec.is_pair else "single texts (str)"
-                raise ValueError(f"task {spec.name!r} takes {want}; input {i} is {item!r}")
-            rows.append(dict(zip(spec.text_columns, texts)))
-        return rows
+
+    @classmethod
+    def _rows(cls, spec, inputs) -> list[dict[str, str]]:
+        """One row per input, keyed by the task's text columns."""
+        items = [inputs] if cls._is_single(spec, inputs) else list(inputs)
+        return [cls._row(spec, item, i) for i, item in enumerate(items)]
+
+    @staticmethod
+    def _row(spec, item, index: int) -> dict[str, str]:
+        """Input number `index` (a text, or an `(a, b)` pair) as a row keyed by the task's text columns."""
+        texts = (item,) if isinstance(item, str) else tuple(item) if isinstance(item, (tuple, list)) else None
+        if texts is None or len(texts) != len(spec.text_columns) or not all(isinstance(t, str) for t in texts):
+            want = "(sentence1, sentence2) pairs" if spec.is_pair else "single texts (str)"
+            raise ValueError(f"task {spec.name!r} takes {want}; input {index} is {item!r}")
+        return dict(zip(spec.text_columns, texts))

@@ -80,6 +80,12 @@ class Recipe:
     #: The encoder's dropout drawn by hf_pals' cheaper CPU mask (`hf_pals.encoder_dropout.use_fast_dropout`):
     #: the same dropout, ~15% shorter CPU training steps; `fast_dropout: false` keeps torch's own.
     fast_dropout: bool = True
+    #: A trained bundle to grow (`hf_pals.growing.grow_model`): its tasks keep their adapters and heads,
+    #: the recipe's tasks it lacks get fresh ones; `hf-pals train --init-from MODEL_DIR`.
+    init_from: Optional[str] = None
+    #: With `init_from`: parts that do not train, "encoder" and/or task names (`MultiTaskModel.freeze`);
+    #: a frozen task is evaluated but not trained.
+    freeze: list[str] = field(default_factory=list)
     source: str = "<recipe>"
 
     def task_data(self) -> dict[str, TaskData]:
@@ -205,6 +211,7 @@ def parse_recipe(values: dict[str, Any], source: str = "<recipe>") -> Recipe:
             raise RecipeError(f"{source}: tasks: a task name must be a non-empty string without '/', got {name!r}")
         if values is not None and not isinstance(values, dict):
             raise RecipeError(f"{source}: tasks.{name}: expected a mapping of task fields, got {values!r}")
+    _check_growing(recipe, source)
     if not isinstance(recipe.fast_dropout, bool):
         raise RecipeError(f"{source}: fast_dropout must be true or false, got {recipe.fast_dropout!r}")
     if recipe.data.format != "cs224n":
@@ -274,6 +281,34 @@ def _build_training_methods(values: dict[str, Any], source: str) -> None:
             if isinstance(err, RecipeError):
                 raise
             raise RecipeError(f"{source}: {section}: {err}") from err
+
+
+def _check_growing(recipe: Recipe, source: str) -> None:
+    """`init_from` and `freeze` (growing a trained bundle): the bundle's own checks (base, task fields,
+    the task names `freeze` may use) run in `grow_model`, before the run starts."""
+    if recipe.init_from is not None and (not isinstance(recipe.init_from, str) or not recipe.init_from):
+        raise RecipeError(f"{source}: init_from must be a model directory, got {recipe.init_from!r}")
+    if not isinstance(recipe.freeze, list) or not all(isinstance(p, str) and p for p in recipe.freeze):
+        raise RecipeError(f"{source}: freeze must be a list of parts (encoder and/or task names), got {recipe.freeze!r}")
+    if recipe.freeze and recipe.init_from is None:
+        raise RecipeError(
+            f"{source}: freeze {recipe.freeze} needs init_from (a trained bundle to grow); to keep the base "
+            "encoder unchanged in a new model use freeze_encoder: true"
+        )
+    if recipe.init_from is None:
+        return
+    if set(recipe.tasks) <= set(recipe.freeze):
+        raise RecipeError(f"{source}: freeze {recipe.freeze} freezes every task of the recipe: there is nothing to train")
+    if recipe.freeze_encoder:
+        raise RecipeError(
+            f"{source}: with init_from the bundle says whether its encoder is the base (freeze_encoder); "
+            "to keep the bundle's encoder as it is, use freeze: [encoder]"
+        )
+    if os.path.realpath(recipe.init_from) == os.path.realpath(recipe.output_dir):
+        raise RecipeError(
+            f"{source}: output_dir {recipe.output_dir!r} is init_from: the grown model would overwrite the bundle "
+            "it starts from; give another output_dir"
+        )
 
 
 def _build_multitask(values: Any, freeze_encoder: Any, source: str):

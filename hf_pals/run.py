@@ -20,6 +20,7 @@ from .data.sources import TaskData, load_task_sets, load_task_split, task_splits
 from .data.submission import submission_file_name, write_submission
 from .evaluation import evaluate_tasks, predict
 from .encoder_dropout import use_fast_dropout
+from .growing import grow_model
 from .modeling import MultiTaskModel
 from .recipe import Recipe
 from .tasks import CS224N_TASKS
@@ -73,7 +74,8 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
     args = recipe.training_arguments()
     task_data = recipe.task_data()
     train_sets = load_task_sets(tasks, task_data, "train", data_dir, on_bad_rows=recipe.data.on_bad_rows)
-    missing = [t for t in tasks if t not in train_sets]
+    train_sets = {t: d for t, d in train_sets.items() if t.split("/")[0] not in recipe.freeze}  # frozen: eval only
+    missing = [t for t in tasks if t not in train_sets and t not in recipe.freeze]
     if missing:
         raise ValueError(f"{recipe.source}: task(s) {missing} have no train_split to train on")
     dev_sets = load_task_sets(tasks, task_data, "eval", data_dir, on_bad_rows=recipe.data.on_bad_rows)
@@ -82,14 +84,24 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(recipe.base_model))
     set_seed(args.seed)  # the adapters' and heads' initial weights: the same seed gives the same run
-    model = MultiTaskModel.from_base(
-        recipe.base_model,
-        tasks,
-        recipe.pal_config(),
-        freeze_encoder=recipe.freeze_encoder,
-        max_length=recipe.max_length,
-        adapters=recipe.uses_adapters,
-    )
+    if recipe.init_from:  # grow a trained bundle: its tasks keep their weights, new tasks get fresh ones
+        model = grow_model(
+            recipe.init_from,
+            tasks,
+            recipe.pal_config(),
+            freeze=recipe.freeze,
+            base_model=recipe.base_model,
+            max_length=recipe.max_length,
+        )
+    else:
+        model = MultiTaskModel.from_base(
+            recipe.base_model,
+            tasks,
+            recipe.pal_config(),
+            freeze_encoder=recipe.freeze_encoder,
+            max_length=recipe.max_length,
+            adapters=recipe.uses_adapters,
+        )
     if recipe.fast_dropout:
         use_fast_dropout(model)
     augmenting_collator = None

@@ -19,15 +19,20 @@ columns are simply ignored.
 
 Malformed rows are never silently turned into training examples: by default the first one raises
 :class:`BadRowError` naming the file, the physical line and the problem; with ``on_bad_rows="skip"``
-they are dropped and a warning on the ``hf_pals.data`` logger says how many and where.
+they are dropped and a warning on the ``hf_pals.data`` logger says how many and where.  A file that
+yields no example at all (empty, header only, or every row skipped) raises too: an empty split is bad
+input for training, scoring and prediction alike, and would otherwise fail far from the file.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import logging
 import math
 import os
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Literal
@@ -77,6 +82,9 @@ PREDICTION_HEADERS = {
 }
 
 _MAX_LINES_IN_WARNING = 5
+
+#: The line ends the csv reader counts in ``line_num`` (a text stream opened with ``newline=""``).
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 class BadRowError(ValueError):
@@ -149,6 +157,26 @@ def _parse_label(task: str, raw: str) -> int | float:
     return value if TASK_KINDS[task] == "regression" else int(value)
 
 
+def _read_text(path: Path) -> str:
+    """The text of ``path`` decoded as UTF-8, a leading byte-order mark (from spreadsheet tools) dropped.
+
+    The file is decoded whole, not through a text stream: a stream decodes in chunks of several KB, so
+    its error surfaces where the csv reader happens to be (often "line 1"), not where the bad byte is.
+    Here the error's byte offset gives the line and the byte, which :class:`BadRowError` names.
+    """
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = data[: err.start]
+        lineno = len(_LINE_END.findall(before)) + 1
+        column = err.start - max(before.rfind(b"\n"), before.rfind(b"\r"))  # 1-based byte in its line
+        problem = f"not UTF-8 text: byte 0x{data[err.start]:02x} at byte {column} of the line ({err.reason})"
+        raise BadRowError(path, lineno, problem, "encoding") from err
+
+
 def _header_positions(path: Path, task: str, header: list[str], labeled: bool) -> tuple[int, list[int], int | None]:
     """Positions of the id, text and (if ``labeled``) label columns, found by header name."""
     names = [h.strip() for h in header]
@@ -194,9 +222,11 @@ def load_cs224n_file(
 
     Bad rows (problem kinds): ``column_count`` (not as many fields as the header), ``empty_id``,
     ``empty_text``, ``missing_label``, ``label_not_a_number``, ``label_not_an_integer`` (sst/quora),
-    ``label_out_of_range``.  Blank lines are ignored.  An empty file or a header without the
-    expected column names always raises :class:`BadRowError` for line 1, whatever ``on_bad_rows``
-    says, as does text that is not UTF-8 or that the CSV parser rejects.
+    ``label_out_of_range``.  Blank lines are ignored.  Whatever ``on_bad_rows`` says,
+    :class:`BadRowError` is raised for an empty file or a header without the expected column names
+    (line 1), text that is not UTF-8 (the line of the first bad byte) or that the CSV parser rejects,
+    and a file with no rows after the header, or none left once bad rows are skipped (kind
+    ``no_rows``, the line after the header): an empty split is never returned.
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the message names it).
@@ -219,9 +249,8 @@ def load_cs224n_file(
     skipped: Counter[str] = Counter()
     skipped_lines: dict[str, list[int]] = defaultdict(list)
 
-    # newline="" lets the csv module see the real line ends (needed for quoted multi-line fields);
-    # utf-8-sig tolerates a byte-order mark written by spreadsheet tools.
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    # newline="" lets the csv module see the real line ends (needed for quoted multi-line fields).
+    with io.StringIO(_read_text(path), newline="") as fh:
         reader = csv.reader(fh, delimiter="\t")
         line_after_previous_row = 0  # reader.line_num after the previous row: a row starts one line later
         try:
@@ -231,6 +260,7 @@ def load_cs224n_file(
             id_pos, text_pos, label_pos = _header_positions(path, task, header, labeled)
             n_columns = len(header)
             line_after_previous_row = reader.line_num
+            first_row_line = line_after_previous_row + 1
 
             for row in reader:
                 lineno = line_after_previous_row + 1
@@ -264,8 +294,14 @@ def load_cs224n_file(
                     columns["label"].append(label)
         except csv.Error as err:
             raise BadRowError(path, line_after_previous_row + 1, f"CSV parse error: {err}", "csv_error") from err
-        except UnicodeDecodeError as err:
-            raise BadRowError(path, line_after_previous_row + 1, f"not UTF-8 text: {err}", "encoding") from err
+
+    if not columns["id"]:
+        if not skipped:
+            raise BadRowError(path, first_row_line, "no rows after the header", "no_rows")
+        kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(skipped.items()))
+        raise BadRowError(
+            path, first_row_line, f"no rows left: all {sum(skipped.values())} row(s) were bad and skipped ({kinds})", "no_rows"
+        )
 
     if skipped:
         details = "; ".join(

@@ -387,10 +387,12 @@ class MultiTaskTrainer(Trainer):
         model = self.accelerator.unwrap_model(self.model)
         report = evaluate_tasks(model, self.data_collator, datasets, batch_size=self.eval_batch_size)
         metrics = {}
+        # Numbers only: the report's strings ("overall_formula", "main_metrics") would reach the loggers
+        # and `hf-pals plot` as eval curves.
         for task, values in report.items():
             if isinstance(values, dict):
-                metrics.update({f"{metric_key_prefix}_{task}_{k}": v for k, v in values.items()})
-            else:
+                metrics.update({f"{metric_key_prefix}_{task}_{k}": v for k, v in values.items() if _is_number(v)})
+            elif _is_number(values):
                 metrics[f"{metric_key_prefix}_{task}"] = values
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -432,3 +434,5 @@ class MultiTaskTrainer(Trainer):
         self.joint.balancer.load_state_dict(load_file(path))
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

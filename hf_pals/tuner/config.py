@@ -19,7 +19,7 @@ from .layer import (
     pal_lora_parameter_count,
     pal_parameter_count,
 )
-from .registry import PALS_PEFT_TYPE
+from .peft_type import PALS_PEFT_TYPE
 
 #: d_s / d in the paper: 204 projected dimensions for BERT-base's 768.
 PAL_HIDDEN_RATIO = 204 / 768
