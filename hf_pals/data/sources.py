@@ -35,12 +35,15 @@ the task's kind.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional, Union
 
 import datasets
+from datasets.arrow_writer import SchemaInferenceError
+from pandas.errors import EmptyDataError
 
 from ..tasks import TaskSpec
 from .cs224n import load_cs224n_file, cs224n_path
@@ -181,7 +184,7 @@ def load_task_split(
     where = f"task {spec.name!r}"
     if data.source == "cs224n":
         return _load_cs224n(spec, data, split, role, data_dir, on_bad_rows, where)
-    raw = _load_raw(data, split, data_dir, f"{where}, dataset {data.describe()}")
+    raw = _load_raw(data, split, data_dir, f"{where}, dataset {data.describe()}", ROLES.get(role, "split"))
     return canonical_split(spec, data, raw, split, role=role, where=f"{where}, dataset {data.describe()}, split {split!r}")
 
 
@@ -212,43 +215,73 @@ def _is_saved_to_disk(path: str) -> bool:
     )
 
 
-def _load_raw(data: TaskData, split: str, data_dir: Optional[str], where: str) -> datasets.Dataset:
-    """The split as the source has it: `load_from_disk` for a saved folder, else `load_dataset`."""
+def _load_saved(path: str, split: str, where: str, split_field: str, hint: str) -> datasets.Dataset:
+    """Split `split` of a `save_to_disk` folder: a DatasetDict's split folder (only that one is read), or a
+    single Dataset, read as split "train"."""
+    dict_file = os.path.join(path, "dataset_dict.json")
+    if os.path.exists(dict_file):
+        with open(dict_file) as f:
+            splits = json.load(f)["splits"]
+        if split not in splits:
+            raise TaskDataError(f"{where}: {split_field} {split!r} is not a split of {path}; its splits are {sorted(splits)} ({hint})")
+        folder = os.path.join(path, split)
+    elif split != "train":
+        raise TaskDataError(
+            f"{where}: {split_field} {split!r}: {path} holds one Dataset without splits, which is read as split "
+            f"'train'; set {split_field} to train" + (" or to null" if split_field != "train_split" else "")
+        )
+    else:
+        folder = path
+    with open(os.path.join(folder, "state.json")) as f:
+        if not json.load(f).get("_data_files"):  # datasets saves an empty split without shards, and cannot read it
+            raise TaskDataError(f"{where}: {split_field} {split!r} is empty: {folder} holds no rows")
+    return datasets.load_from_disk(folder)
+
+
+def _load_raw(data: TaskData, split: str, data_dir: Optional[str], where: str, split_field: str = "split") -> datasets.Dataset:
+    """The split as the source has it: `load_from_disk` for a saved folder, else `load_dataset`.
+    `split_field` is the `TaskData` field that named the split (train_split, eval_split, test_split)."""
+    hint = f"set {split_field} to one of them" + (" or to null" if split_field != "train_split" else "")
     if _is_saved_to_disk(data.path):
-        saved = datasets.load_from_disk(data.path)
-        if isinstance(saved, datasets.Dataset):
-            if split != "train":
-                raise TaskDataError(f"{where}: {data.path} holds one Dataset (no splits), so it has no split {split!r}")
-            return saved
-        if split not in saved:
-            raise TaskDataError(f"{where}: no split {split!r}; the splits are {sorted(saved)}")
-        return saved[split]
+        return _load_saved(data.path, split, where, split_field, hint)
     kwargs = dict(data.load_kwargs)
     if data.revision:
         kwargs["revision"] = data.revision
     if data.data_dir:
         kwargs["data_dir"] = data.data_dir
+    files = None
     if data.data_files is not None:
         files = _resolve_files(data.data_files, data_dir)
         if isinstance(files, dict):
             # One split's files at a time: `datasets` needs every file of one load to share its columns,
             # and a test file often lacks the label column (the CS224N test files also have other ones).
             if split not in files:
-                raise TaskDataError(f"{where}: data_files has no split {split!r}; its splits are {sorted(files)}")
+                raise TaskDataError(
+                    f"{where}: {split_field} {split!r} is not a split of data_files, whose splits are {sorted(files)} ({hint})"
+                )
             files = {split: files[split]}
         kwargs["data_files"] = files
+    read_from = f" (data_files {files})" if files is not None else ""
+    empty = f"{where}: {split_field} {split!r} is empty: no rows{read_from}"
     try:
         return datasets.load_dataset(data.path, data.name, split=split, **kwargs)
+    except StopIteration as err:  # the json builder on an empty file
+        raise TaskDataError(empty) from err
     except datasets.exceptions.DatasetGenerationError as err:
         cause = err.__cause__ or err.__context__ or err
-        raise TaskDataError(f"{where}: split {split!r} could not be read: {cause}") from err
+        if isinstance(cause, (SchemaInferenceError, EmptyDataError)):  # no rows / an empty csv file
+            raise TaskDataError(empty) from err
+        raise TaskDataError(f"{where}: {split_field} {split!r} could not be read{read_from}: {cause}") from err
     except ValueError as err:
         text = str(err)
-        if "split" in text.lower():
-            raise TaskDataError(f"{where}: no split {split!r} ({text})") from err
+        if "Unknown split" in text:  # datasets: 'Unknown split "dev". Should be one of [...]'
+            raise TaskDataError(f"{where}: {split_field} {split!r} is not a split of the dataset ({text}; {hint})") from err
+        if "corresponds to no data" in text:  # datasets: a csv file with a header and no rows
+            raise TaskDataError(empty) from err
         raise TaskDataError(f"{where}: {text}") from err
-    except FileNotFoundError as err:
-        raise TaskDataError(f"{where}: {err}") from err
+    except (FileNotFoundError, ConnectionError) as err:  # a missing file or folder; an unknown or unreachable Hub id
+        field_name = "data_files" if data.data_files is not None else "path"
+        raise TaskDataError(f"{where}: {field_name}: {err}") from err
 
 
 # --------------------------------------------------------------------------------- canonical columns
@@ -274,10 +307,19 @@ def canonical_split(
 
     implied = data.text_columns
     if implied is not None and tuple(implied) != tuple(spec.text_columns):
-        raise TaskDataError(
-            f"{where}: columns map {list(implied)}, but the task's text_columns are {list(spec.text_columns)} "
-            f"(a {'pair' if spec.is_pair else 'single-sentence'} task)"
-        )
+        if implied == ("sentence1",) and spec.is_pair and tuple(spec.text_columns) == ("sentence1", "sentence2"):
+            # A pair task may map sentence1 only when the dataset has its own sentence2 column.
+            if "sentence2" not in available:
+                raise TaskDataError(
+                    f"{where}: columns.sentence2 is not set and the dataset has no column 'sentence2', but the task "
+                    f"is a pair task (text_columns {list(spec.text_columns)}); map columns.sentence2 onto one of "
+                    f"the dataset's columns {available}"
+                )
+        else:
+            raise TaskDataError(
+                f"{where}: columns map {list(implied)}, but the task's text_columns are {list(spec.text_columns)} "
+                f"(a {'pair' if spec.is_pair else 'single-sentence'} task)"
+            )
     out: dict[str, list] = {}
     for name in spec.text_columns:
         source_column = column(name, required=True)
@@ -289,13 +331,19 @@ def canonical_split(
     features = {"id": datasets.Value("string"), **{n: datasets.Value("string") for n in spec.text_columns}}
     if label_column is not None:
         labels, label_feature = _labels(spec, raw.features[label_column], raw[label_column], f"{where}: column {label_column!r}")
-        unlabelled = spec.kind != "regression" and all(v == UNLABELLED for v in labels)
+        # -1 everywhere: GLUE's unlabelled test splits (STS-B's regression ones too, as -1.0).
+        unlabelled = (spec.kind != "regression" or role == "test") and all(v == UNLABELLED for v in labels)
         if unlabelled and role != "test":
-            raise TaskDataError(f"{where}: every label is {UNLABELLED} (an unlabelled split): it cannot be used for {role}")
+            raise TaskDataError(
+                f"{where}: column {label_column!r}: every label is {UNLABELLED} (an unlabelled split): it cannot be "
+                f"used for {role}"
+            )
         if not unlabelled:
             if spec.kind != "regression" and UNLABELLED in labels:
                 row = labels.index(UNLABELLED)
-                raise TaskDataError(f"{where}: row {row} has label {UNLABELLED} (unlabelled) among labelled rows")
+                raise TaskDataError(
+                    f"{where}: column {label_column!r}, row {row}: label {UNLABELLED} (unlabelled) among labelled rows"
+                )
             out["label"] = labels
             features["label"] = label_feature
     return datasets.Dataset.from_dict(out, features=datasets.Features(features))
@@ -308,6 +356,11 @@ def _texts(values: list, where: str) -> list[str]:
         if not value.strip():
             raise TaskDataError(f"{where}, row {row}: empty text")
     return [v.strip() for v in values]
+
+
+def _bare_ids(feature: datasets.ClassLabel) -> bool:
+    """A `ClassLabel(num_classes=n)`: its names are "0", "1", ..., which name no class."""
+    return list(feature.names) == [str(i) for i in range(feature.num_classes)]
 
 
 def _class_names(spec: TaskSpec) -> Optional[list[str]]:
@@ -333,7 +386,7 @@ def _labels(spec: TaskSpec, feature, values: list, where: str) -> tuple[list, An
 
     names = _class_names(spec)
     if isinstance(feature, datasets.ClassLabel):
-        if names is not None and list(feature.names) != names:
+        if names is not None and not _bare_ids(feature) and list(feature.names) != names:
             raise TaskDataError(
                 f"{where}: the dataset's ClassLabel names {feature.names} differ from the task's label_names {names}"
             )
@@ -342,7 +395,7 @@ def _labels(spec: TaskSpec, feature, values: list, where: str) -> tuple[list, An
                 f"{where}: the dataset's ClassLabel has {feature.num_classes} classes {feature.names}, the task has "
                 f"{num_classes} ({spec.kind}, num_labels {spec.num_labels})"
             )
-        names = names or list(feature.names)
+        names = names or (None if _bare_ids(feature) else list(feature.names))
     ids = []
     for row, value in enumerate(values):
         if isinstance(value, str):
@@ -402,5 +455,5 @@ def adopt_label_names(spec: TaskSpec, dataset: datasets.Dataset) -> None:
     feature = dataset.features.get("label")
     if spec.label_names is not None or not isinstance(feature, datasets.ClassLabel):
         return
-    if list(feature.names) != [str(i) for i in range(feature.num_classes)]:
+    if not _bare_ids(feature):
         spec.label_names = tuple(feature.names)
