@@ -241,6 +241,7 @@ def model_card(model_dir: str, repo_id: Optional[str] = None, datasets: Optional
         tasks=rows,
         split=split,
         overall=report.get("overall"),
+        overall_formula=report.get("overall_formula", "cs224n"),
         hf_pals_version=config.get("hf_pals_version", ""),
         max_length=config.get("max_length", 128),
         example_task=example.name,
