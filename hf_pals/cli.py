@@ -1,6 +1,6 @@
 """The `hf-pals` command: `train` a recipe, `evaluate` a saved model.
 
-    hf-pals train RECIPE.yaml [--data-dir D] [--output-dir O] [--max-steps N] [--seed S] [--resume] [--init-from M] [--set k=v ...]
+    hf-pals train RECIPE.yaml [--data-dir D] [--output-dir O] [--max-steps N] [--seed S | --seeds 1,2,3] [--resume] [--init-from M] [--set k=v ...]
     hf-pals pretrain RECIPE.yaml [--data-dir D] [--output-dir O] [--resume] [--set k=v ...]
     hf-pals evaluate MODEL_DIR [--data-dir D] [--recipe R.yaml] --split dev|train|test [--output report.json] [--max-examples N]
     hf-pals push MODEL_DIR REPO_ID [--private] [--token T] [--revision BRANCH] [--dataset TASK=DATASET_ID ...]
@@ -26,6 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--output-dir", help="where the bundle, checkpoints and report go (overrides output_dir)")
     train.add_argument("--max-steps", type=int, help="overrides training.max_steps")
     train.add_argument("--seed", type=int, help="overrides training.seed")
+    train.add_argument(
+        "--seeds",
+        metavar="S1,S2,...",
+        help="one run per seed in OUTPUT_DIR/seed-<s>/, then OUTPUT_DIR/seeds_summary.json (mean, sd)",
+    )
     train.add_argument(
         "--resume",
         nargs="?",
@@ -70,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     plot = sub.add_parser("plot", help="draw a run's per-task losses, dev metrics and task sampling as PNGs")
-    plot.add_argument("run_dir", help="a training output dir (its newest trainer_state.json is read)")
+    plot.add_argument(
+        "run_dir", help="a training output dir (its newest trainer_state.json is read), or a --seeds dir (its summary)"
+    )
     plot.add_argument("--output-dir", help="where the PNGs go (default RUN_DIR/plots)")
 
     bench = sub.add_parser("bench", help="print benchmark figures as JSON (adapters: step time and memory; trainer)")
@@ -111,8 +118,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 overrides.append(f"training.seed={args.seed}")
             if args.init_from:
                 overrides.append(f"init_from={json.dumps(args.init_from)}")
-            recipe = load_recipe(args.recipe, overrides)
-            result = run.train(recipe, resume=args.resume)
+            if args.seeds is not None:  # hf_pals.seeds: the recipe once per seed, then the spread
+                from .seeds import parse_seeds, run_seeds
+
+                if args.seed is not None:
+                    raise ValueError("give --seed or --seeds, not both")
+                if args.resume not in (None, True):
+                    raise ValueError("--seeds resumes each seed's run from its own last checkpoint: give --resume alone")
+                result = run_seeds(args.recipe, overrides, parse_seeds(args.seeds), resume=bool(args.resume))
+            else:
+                recipe = load_recipe(args.recipe, overrides)
+                result = run.train(recipe, resume=args.resume)
         elif args.command == "pretrain":
             from .pretraining import load_pretrain_recipe, pretrain
 

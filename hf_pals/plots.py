@@ -4,9 +4,14 @@ Three figures, each written only when the run logged what it shows:
 
 - `loss.png`: the training loss of each task (`loss_<task>`, the mean over the logging window) and of
   all tasks together (`loss`), against the optimizer step;
-- `eval.png`: the dev metrics logged during training (`eval_<task>_<metric>`, `eval_overall`);
+- `eval.png`: the metrics of the periodic evaluations (`eval_<task>_<metric>`, `eval_overall`) on the
+  split that selects (the carved validation split, else dev);
 - `sampling.png`: the task-sampling probabilities p_i of each epoch, as `MultiTaskTrainer` logs them at
   the first step of every epoch (`sampling_epoch`, `sampling_p_<task>`).
+
+A directory of several seeds' runs (`hf-pals train --seeds`, with `seeds_summary.json`) gets `seeds.png`
+instead: a bar per task metric and overall at the seeds' mean, with ±1 sample standard deviation error
+bars and a dot per seed (each run's own curves: `hf-pals plot RUN_DIR/seed-<s>`).
 
 Needs matplotlib (`pip install "hf_pals[plot]"`); figures are drawn with the Agg backend, so no display
 is needed and pyplot's global state is left alone.
@@ -18,6 +23,8 @@ import json
 import re
 from pathlib import Path
 from typing import Optional, Union
+
+from .seeds import SUMMARY_NAME as SEEDS_SUMMARY_NAME
 
 #: Logged eval values that are timings, not metrics.
 _EVAL_TIMINGS = re.compile(r"eval_(runtime|samples_per_second|steps_per_second)$")
@@ -76,16 +83,45 @@ def _sampling_figure(path: Path, history: list[dict], run_name: str) -> None:
     figure.savefig(path)
 
 
+def _seeds_figure(path: Path, summary: dict, run_name: str) -> None:
+    """Bars at each task metric's (and overall's) mean over the seeds, ±1 sd, with each seed's value as a dot."""
+    bars = [(f"{task}\n{metric}", stats) for task, metrics in summary.get("tasks", {}).items() for metric, stats in metrics.items()]
+    if summary.get("overall", {}).get("n"):
+        bars.append(("overall", summary["overall"]))
+    seeds = ", ".join(summary.get("seeds", []))
+    figure, axes = _new_figure(f"{run_name}: {summary.get('split') or 'dev'} scores over seeds {seeds}", "", "score")
+    figure.set_size_inches(max(7, 1.1 * len(bars) + 2), 4.5)
+    positions = range(len(bars))
+    means = [stats["mean"] for _, stats in bars]
+    errors = [stats["sd"] or 0.0 for _, stats in bars]
+    axes.bar(positions, means, yerr=errors, capsize=6, color="tab:blue", alpha=0.6, label="mean ± sd")
+    for position, (_, stats) in zip(positions, bars):
+        values = list(stats["values"].values())
+        axes.plot([position + 0.2] * len(values), values, "o", color="black", markersize=4)
+    axes.plot([], [], "o", color="black", markersize=4, label="one seed")
+    axes.set_xticks(list(positions), [label for label, _ in bars])
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.savefig(path)
+
+
 def plot_run(run_dir: Union[str, Path], output_dir: Optional[Union[str, Path]] = None) -> dict:
     """Writes the PNGs of a run to `output_dir` (default RUN_DIR/plots).
 
-    Returns {"trainer_state": path read, "plots": {"loss" | "eval" | "sampling": PNG path}}.
+    Returns {"trainer_state": path read, "plots": {"loss" | "eval" | "sampling": PNG path}}; for a
+    directory with `seeds_summary.json`, {"seeds_summary": path read, "plots": {"seeds": PNG path}}.
     """
     try:
         import matplotlib  # noqa: F401
     except ImportError as err:
         raise ImportError('hf-pals plot needs matplotlib: pip install "hf_pals[plot]"') from err
     run_dir = Path(run_dir)
+    summary_path = run_dir / SEEDS_SUMMARY_NAME
+    if summary_path.is_file():
+        output_dir = Path(output_dir) if output_dir is not None else run_dir / "plots"
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path = output_dir / "seeds.png"
+        _seeds_figure(path, json.loads(summary_path.read_text()), run_dir.resolve().name)
+        return {"seeds_summary": str(summary_path), "plots": {"seeds": str(path)}}
     state_path = find_trainer_state(run_dir)
     history = json.loads(state_path.read_text()).get("log_history", [])
     output_dir = Path(output_dir) if output_dir is not None else run_dir / "plots"
@@ -101,7 +137,7 @@ def plot_run(run_dir: Union[str, Path], output_dir: Optional[Union[str, Path]] =
     metrics = {key[len("eval_") :]: key for key in keys if key.startswith("eval_") and not _EVAL_TIMINGS.match(key)}
     if metrics:
         plots["eval"] = output_dir / "eval.png"
-        _line_figure(plots["eval"], history, metrics, f"{name}: dev metrics", "score")
+        _line_figure(plots["eval"], history, metrics, f"{name}: periodic evaluation metrics", "score")
     if "sampling_epoch" in keys:
         plots["sampling"] = output_dir / "sampling.png"
         _sampling_figure(plots["sampling"], history, name)

@@ -35,6 +35,14 @@ class DataSection:
     max_train_examples: dict[str, int] = field(default_factory=dict)
     max_eval_examples: dict[str, int] = field(default_factory=dict)
     group_by_length: bool = False
+    #: A seeded validation split carved out of each task's train set (`hf_pals.data.validation`), which the
+    #: periodic evaluations and model selection score so the dev files are read once, for the final report:
+    #: the same share of every task, or `{task: rows}`.
+    validation_fraction: Optional[float] = None
+    validation_examples: dict[str, int] = field(default_factory=dict)
+    #: The split that selects with load_best_model_at_end / early_stopping: validation (the default with a
+    #: validation split) or dev, which must be said (`hf_pals.model_selection`).
+    selection_split: Optional[str] = None
 
 
 @dataclass
@@ -86,6 +94,9 @@ class Recipe:
     #: With `init_from`: parts that do not train, "encoder" and/or task names (`MultiTaskModel.freeze`);
     #: a frozen task is evaluated but not trained.
     freeze: list[str] = field(default_factory=list)
+    #: Stop when the selection metric stops improving (`hf_pals.model_selection.EarlyStoppingConfig`):
+    #: `early_stopping: {patience: 3, threshold: 0.0}`; needs a selection split like load_best_model_at_end.
+    early_stopping: Optional[Any] = None
     source: str = "<recipe>"
 
     def task_data(self) -> dict[str, TaskData]:
@@ -212,6 +223,7 @@ def parse_recipe(values: dict[str, Any], source: str = "<recipe>") -> Recipe:
         if values is not None and not isinstance(values, dict):
             raise RecipeError(f"{source}: tasks.{name}: expected a mapping of task fields, got {values!r}")
     _check_growing(recipe, source)
+    _check_model_selection(recipe, source)
     if not isinstance(recipe.fast_dropout, bool):
         raise RecipeError(f"{source}: fast_dropout must be true or false, got {recipe.fast_dropout!r}")
     if recipe.data.format != "cs224n":
@@ -283,6 +295,16 @@ def _build_training_methods(values: dict[str, Any], source: str) -> None:
             raise RecipeError(f"{source}: {section}: {err}") from err
 
 
+def _check_model_selection(recipe: Recipe, source: str) -> None:
+    """The validation split, `data.selection_split` and `early_stopping` (`hf_pals.model_selection`)."""
+    from .model_selection import check_recipe_selection
+
+    try:
+        check_recipe_selection(recipe, source)
+    except ValueError as err:
+        raise RecipeError(str(err)) from err
+
+
 def _check_growing(recipe: Recipe, source: str) -> None:
     """`init_from` and `freeze` (growing a trained bundle): the bundle's own checks (base, task fields,
     the task names `freeze` may use) run in `grow_model`, before the run starts."""
@@ -352,6 +374,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _mapping_without_repeats(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
     seen = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: construct_mapping merges (and may override) it
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(

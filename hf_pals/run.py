@@ -18,9 +18,11 @@ from .data import cs224n_path, load_cs224n, load_cs224n_file, write_cs224n_predi
 from .data.multitask import MultiTaskCollator
 from .data.sources import TaskData, load_task_sets, load_task_split, task_splits
 from .data.submission import submission_file_name, write_submission
+from .data.validation import carve_validation
 from .evaluation import evaluate_tasks, predict
 from .encoder_dropout import use_fast_dropout
 from .growing import grow_model
+from .model_selection import early_stopping_callbacks, evaluation_split, selection_report
 from .modeling import MultiTaskModel
 from .recipe import Recipe
 from .tasks import CS224N_TASKS
@@ -78,9 +80,27 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
     missing = [t for t in tasks if t not in train_sets and t not in recipe.freeze]
     if missing:
         raise ValueError(f"{recipe.source}: task(s) {missing} have no train_split to train on")
-    dev_sets = load_task_sets(tasks, task_data, "eval", data_dir, on_bad_rows=recipe.data.on_bad_rows)
     train_sets = _cap(train_sets, recipe.data.max_train_examples, args.seed, f"{recipe.source}: data.max_train_examples")
-    dev_sets = _cap(dev_sets, recipe.data.max_eval_examples, args.seed, f"{recipe.source}: data.max_eval_examples")
+
+    def load_dev_sets() -> dict:
+        dev = load_task_sets(tasks, task_data, "eval", data_dir, on_bad_rows=recipe.data.on_bad_rows)
+        return _cap(dev, recipe.data.max_eval_examples, args.seed, f"{recipe.source}: data.max_eval_examples")
+
+    # Periodic evaluation and model selection (hf_pals.model_selection) score a validation split carved from
+    # the train sets when the recipe asks for one; the dev files are then read once, after training.
+    selection_split = evaluation_split(recipe.data)
+    if selection_split == "validation":
+        unknown = sorted(set(recipe.data.max_eval_examples) - set(tasks))  # checked now, not after training
+        if unknown:
+            raise ValueError(
+                f"{recipe.source}: data.max_eval_examples: task(s) {unknown} are not in the recipe's tasks {sorted(tasks)}"
+            )
+        train_sets, eval_sets = carve_validation(
+            train_sets, recipe.data.validation_fraction, recipe.data.validation_examples, seed=args.seed
+        )
+        dev_sets = None
+    else:
+        dev_sets = eval_sets = load_dev_sets()
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(recipe.base_model))
     set_seed(args.seed)  # the adapters' and heads' initial weights: the same seed gives the same run
@@ -117,7 +137,7 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
         model,
         args,
         train_datasets=train_sets,
-        eval_datasets=dev_sets,
+        eval_datasets=eval_sets,
         tokenizer=tokenizer,
         data_collator=augmenting_collator,
         sampling=dataclasses.asdict(recipe.sampling),
@@ -125,7 +145,7 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
         learning_rates=recipe.learning_rates,
         max_length=recipe.max_length,
         eval_batch_size=recipe.eval_batch_size,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), *early_stopping_callbacks(recipe)],
         multitask=recipe.multitask,
     )
     trainer.smart = recipe.smart  # SMART (hf_pals.training.smart) for the tasks it weighs, or None
@@ -133,6 +153,8 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
     trainer.train(resume_from_checkpoint=resume or None)
     train_seconds = time.perf_counter() - started
     trainer.save_model(recipe.output_dir)
+    if dev_sets is None:
+        dev_sets = load_dev_sets()  # the first read of the dev files: the final report's, once
 
     started = time.perf_counter()
     report = evaluate_tasks(model, trainer.data_collator, dev_sets, batch_size=recipe.eval_batch_size)
@@ -140,6 +162,9 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
     report["timing"] = {"train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1)}
     report["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     report["task_steps"] = trainer.task_steps()
+    selection = selection_report(trainer, selection_split, eval_sets)
+    if selection is not None:  # the metric, best step and value that chose (or stopped) the run
+        report["model_selection"] = selection
     if trainer.is_world_process_zero():
         with open(os.path.join(recipe.output_dir, REPORT_NAME), "w") as f:
             json.dump(report, f, indent=2)

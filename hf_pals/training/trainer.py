@@ -11,7 +11,9 @@ checkpointing, schedulers and Accelerate integration of the framework:
   (`sampling_epoch`, `sampling_p_<task>`), so they reach the trainer state and every `report_to`;
 - `create_optimizer`: separate learning rates for the encoder, the adapters and the heads;
 - `evaluate`: scores every task with `evaluate` metrics, plus the overall score;
-- `_save` / `_load_from_checkpoint`: checkpoints are `MultiTaskModel` bundles (safetensors).
+- `_save` / `_load_from_checkpoint`: checkpoints are `MultiTaskModel` bundles (safetensors);
+- `_load_best_model`: `load_best_model_at_end` restores the best checkpoint's bundle the same way, chosen by
+  `metric_for_best_model`: "overall" or a task metric as `evaluate` logs it ("sst_accuracy", "sts_pearson").
 
 With `multitask.step_mode="joint"` every step trains every task instead (see `hf_pals.training.joint`):
 `get_train_dataloader` yields one joint batch (a batch of each task) per micro-batch, `compute_loss`
@@ -26,6 +28,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 from collections import defaultdict
 from typing import Any, Optional
@@ -39,8 +42,11 @@ from ..data.length_grouping import text_lengths
 from ..data.multitask import MultiTaskCollator, MultiTaskDataset
 from ..data.sampling import MultiTaskBatchSampler, SamplingSpec, build_task_schedule
 from ..evaluation import evaluate_tasks
+from ..model_selection import check_selection_metric
 from .gradient_surgery import EpisodicMemory
 from .joint import JOINT_KEY, JointBatchSampler, JointCollator, JointTraining, MultitaskConfig
+
+logger = logging.getLogger(__name__)
 
 TRAINING_ARGS_NAME = "training_args.bin"
 #: Loss-balancing state of a joint run, saved next to the optimizer state in every checkpoint.
@@ -67,7 +73,9 @@ class MultiTaskTrainer(Trainer):
 
     Args:
         model: the `MultiTaskModel`.
-        args: `TrainingArguments`; `max_steps` must be set (an epoch is `steps_per_epoch` steps).
+        args: `TrainingArguments`; `max_steps` must be set (an epoch is `steps_per_epoch` steps). With
+            `load_best_model_at_end` (or early stopping), `metric_for_best_model` is "overall" or
+            "<eval set>_<metric>" ("sst_accuracy"); the evaluation reports no loss.
         train_datasets / eval_datasets: task name -> dataset with the task's text columns and "label".
         tokenizer: used by the default `MultiTaskCollator` and saved with checkpoints.
         steps_per_epoch: optimizer steps per sampling epoch (default: the whole run is one epoch).
@@ -105,8 +113,6 @@ class MultiTaskTrainer(Trainer):
     ):
         if args.max_steps is None or args.max_steps <= 0:
             raise ValueError("MultiTaskTrainer needs TrainingArguments.max_steps > 0 (epochs are counted in steps)")
-        if args.load_best_model_at_end:
-            raise ValueError("load_best_model_at_end is not supported by MultiTaskTrainer")
         unknown = sorted(set(train_datasets) - set(model.tasks))
         if unknown:
             raise ValueError(f"train_datasets has task(s) {unknown} that the model lacks; it has {sorted(model.tasks)}")
@@ -125,6 +131,9 @@ class MultiTaskTrainer(Trainer):
             args.ddp_find_unused_parameters = True
         self.train_datasets = dict(train_datasets)
         self.eval_datasets = dict(eval_datasets or {})
+        if args.metric_for_best_model is not None and self.eval_datasets:
+            # transformers sets "loss" when load_best_model_at_end has no metric; this evaluation has none
+            check_selection_metric(args.metric_for_best_model, self.eval_datasets, "TrainingArguments")
         self.learning_rates = dict(learning_rates or {})
         self.group_by_length = group_by_length
         self.eval_batch_size = eval_batch_size or args.per_device_eval_batch_size
@@ -170,8 +179,9 @@ class MultiTaskTrainer(Trainer):
         return joint
 
     def task_steps(self) -> dict[str, int]:
-        """How many of the run's optimizer steps train each task (all of them in joint mode)."""
-        steps = self.args.max_steps
+        """How many of the run's optimizer steps train each task (all of them in joint mode): of the steps
+        trained so far once training ran (fewer than `max_steps` when it stopped early), else of `max_steps`."""
+        steps = self.state.global_step or self.args.max_steps
         if self.joint is not None:
             return dict.fromkeys(self.train_datasets, steps)
         return {t: sum(1 for s in range(steps) if self.schedule.task_at(s) == t) for t in self.train_datasets}
@@ -411,6 +421,12 @@ class MultiTaskTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
         model.load_weights(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        """`load_best_model_at_end`: the best checkpoint is a bundle; its weights are loaded like a resume's."""
+        checkpoint = self.state.best_model_checkpoint
+        logger.info(f"Loading the best model from {checkpoint} ({self.args.metric_for_best_model}: {self.state.best_metric})")
+        self._load_from_checkpoint(checkpoint)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         """Also saves the joint mode's loss-balancing state (learnable weights, loss histories)."""
