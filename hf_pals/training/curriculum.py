@@ -160,7 +160,8 @@ class HybridTrainer(MultiTaskTrainer):
             )
 
     def task_steps(self) -> dict[str, int]:
-        steps = range(self.args.max_steps)
+        """Steps that train each task, of the steps trained (fewer than max_steps after early stopping)."""
+        steps = range(self.state.global_step or self.args.max_steps)
         return {t: sum(1 for s in steps if t in self.schedule.tasks_at(s)) for t in self.train_datasets}
 
     def get_train_dataloader(self) -> DataLoader:
