@@ -1,4 +1,6 @@
-"""Data loading for hf_pals: the CS224N minBERT multi-task files (SST, Quora, STS)."""
+"""Data loading for hf_pals: tasks from `datasets` (`sources.py`: Hub ids, local files, `save_to_disk`
+folders) and the CS224N handout's files (`cs224n.py`), one `datasets.Dataset` per task and split; then
+task sampling and collation."""
 
 from .cs224n import (
     CS224N_FILES,
