@@ -14,7 +14,7 @@ from typing import Any, Optional, Union
 from transformers import AutoTokenizer, set_seed
 
 from .base_models import resolve_base_model
-from .data import cs224n_path, load_cs224n, load_cs224n_file, write_cs224n_predictions
+from .data import cs224n_path, load_cs224n_file, write_cs224n_predictions
 from .data.multitask import MultiTaskCollator
 from .data.sources import TaskData, load_task_sets, load_task_split, task_splits
 from .data.submission import submission_file_name, write_submission
@@ -212,10 +212,9 @@ def evaluate(
         data_dir = data_dir or recipe.data_dir()
     if split != "test":
         role = "train" if split == "train" else "eval"
-        if all(task_data[t].source == "cs224n" and (task_data[t].task or t) == t for t in tasks) and split in ("train", "dev"):
-            loaded = load_cs224n(_required(data_dir), split, tasks=tasks, on_bad_rows=on_bad_rows)
-        else:
-            loaded = load_task_sets(model.tasks, task_data, role, data_dir, on_bad_rows=on_bad_rows)
+        if any(task_data[t].source == "cs224n" for t in tasks):
+            _required(data_dir)
+        loaded = load_task_sets(model.tasks, task_data, role, data_dir, on_bad_rows=on_bad_rows)
         datasets = {t: head(d) for t, d in loaded.items()}
         report = evaluate_tasks(model, collator, datasets, batch_size=batch_size)
         report["split"] = split
