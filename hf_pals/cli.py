@@ -5,6 +5,7 @@
     hf-pals evaluate MODEL_DIR [--data-dir D] [--recipe R.yaml] --split dev|train|test [--output report.json] [--max-examples N]
     hf-pals push MODEL_DIR REPO_ID [--private] [--token T] [--revision BRANCH] [--dataset TASK=DATASET_ID ...]
     hf-pals plot RUN_DIR [--output-dir D]
+    hf-pals soup MODEL_DIR [MODEL_DIR ...] --output-dir OUT
 """
 
 from __future__ import annotations
@@ -80,19 +81,43 @@ def _parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("--output-dir", help="where the PNGs go (default RUN_DIR/plots)")
 
-    bench = sub.add_parser("bench", help="print benchmark figures as JSON (adapters: step time and memory; trainer)")
-    bench.add_argument("which", choices=["adapters", "trainer"])
+    soup = sub.add_parser("soup", help="average several bundles of the same recipe into one (a uniform model soup)")
+    soup.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help="bundles with the same base, tasks and adapters")
+    soup.add_argument("--output-dir", required=True, help="the new bundle (must not exist yet, or be empty)")
+
+    bench = sub.add_parser(
+        "bench",
+        help="print benchmark figures as JSON (adapters: step time and memory; trainer; tasks: cost by task count; "
+        "serving: predictor throughput)",
+    )
+    bench.add_argument("which", choices=["adapters", "trainer", "tasks", "serving"])
     bench.add_argument("--data-dir", required=True)
     bench.add_argument("--base-model", default="sentence-transformers/all-MiniLM-L6-v2")
     bench.add_argument("--steps", type=int, default=40, help="trainer: steps of the timed run")
-    bench.add_argument("--batch-size", type=int, default=32, help="adapters: rows of the timed batch")
-    bench.add_argument("--max-length", type=int, default=64, help="adapters: tokens per row (padded to it)")
-    bench.add_argument("--repeats", type=int, default=20, help="adapters: interleaved timed rounds")
+    bench.add_argument("--batch-size", type=int, default=32, help="adapters, tasks: rows of the timed batch")
+    bench.add_argument("--max-length", type=int, default=64, help="adapters, tasks: tokens per row (padded to it)")
+    bench.add_argument("--repeats", type=int, help="adapters (default 20), tasks (default 5): interleaved timed rounds")
     bench.add_argument(
         "--architecture",
         choices=["bert-base"],
         help="adapters: time an encoder of this shape with random weights and --base-model's tokenizer",
     )
+    bench.add_argument("--tasks", default="1,3,8,16", metavar="N1,N2,...", help="tasks: the task counts N")
+    bench.add_argument(
+        "--shapes", default="minilm,bert-base", metavar="S1,S2", help="tasks: encoder shapes (minilm, bert-base, tiny)"
+    )
+    bench.add_argument(
+        "--separate-models",
+        choices=["auto", "measured", "estimated"],
+        default="auto",
+        help="tasks: N distinct separate models (measured), or one copy counted N times (estimated); auto: "
+        "measured when N copies fit in 60%% of the available memory",
+    )
+    bench.add_argument("--no-memory", action="store_true", help="tasks: skip the child-process memory figures")
+    bench.add_argument("--batch-sizes", default="1,32,256", metavar="B1,B2,...", help="serving: texts per batch")
+    bench.add_argument("--model-dir", help="serving: an existing bundle to serve (default: one built from --base-model)")
+    bench.add_argument("--min-batches", type=int, default=20, help="serving: timed batches per size, at least")
+    bench.add_argument("--min-texts", type=int, default=256, help="serving: timed texts per size, at least")
     return parser
 
 
@@ -158,6 +183,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .plots import plot_run
 
             result = plot_run(args.run_dir, args.output_dir)
+        elif args.command == "soup":
+            from .soup import uniform_soup
+
+            result = uniform_soup(args.model_dirs, args.output_dir)
         elif args.command == "bench":
             from .benchmarks import adapters, trainer
 
@@ -167,8 +196,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     args.base_model,
                     batch_size=args.batch_size,
                     max_length=args.max_length,
-                    repeats=args.repeats,
+                    repeats=20 if args.repeats is None else args.repeats,
                     architecture=args.architecture,
+                )
+            elif args.which == "tasks":
+                from .benchmarks import tasks as task_bench
+                from .benchmarks.common import parse_list
+
+                result = task_bench.run(
+                    args.data_dir,
+                    args.base_model,
+                    tasks=parse_list(args.tasks, "--tasks", int),
+                    shapes=parse_list(args.shapes, "--shapes"),
+                    batch_size=args.batch_size,
+                    max_length=args.max_length,
+                    repeats=5 if args.repeats is None else args.repeats,
+                    separate=args.separate_models,
+                    memory=not args.no_memory,
+                )
+            elif args.which == "serving":
+                from .benchmarks import serving
+                from .benchmarks.common import parse_list
+
+                result = serving.run(
+                    args.data_dir,
+                    args.base_model,
+                    model_dir=args.model_dir,
+                    batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", int),
+                    min_batches=args.min_batches,
+                    min_texts=args.min_texts,
                 )
             else:
                 result = trainer.run(args.data_dir, steps=args.steps)

@@ -82,6 +82,9 @@ class Recipe:
     smart: Optional[Any] = None
     #: EDA augmentation (`hf_pals.data.augment.AugmentConfig`): `augment: {tasks: [sst], alpha: 0.1, ...}`.
     augment: Optional[Any] = None
+    #: EMA / SWA of the trainable weights, which become the final model
+    #: (`hf_pals.training.weight_averaging.WeightAveragingConfig`): `weight_averaging: {method: ema, decay: 0.999}`.
+    weight_averaging: Optional[Any] = None
     #: How tasks share a step (`hf_pals.training.joint.MultitaskConfig`, always built): `multitask: {step_mode:
     #: joint, loss_balancing: dwa, gradient_surgery: pcgrad, ...}`; absent = one task per step.
     multitask: Optional[Any] = None
@@ -230,11 +233,7 @@ def parse_recipe(values: dict[str, Any], source: str = "<recipe>") -> Recipe:
         raise RecipeError(f"{source}: data.format must be 'cs224n', got {recipe.data.format!r}")
     if recipe.data.on_bad_rows not in ("raise", "skip"):
         raise RecipeError(f"{source}: data.on_bad_rows must be 'raise' or 'skip', got {recipe.data.on_bad_rows!r}")
-    bad_groups = sorted(set(recipe.learning_rates) - {"encoder", "adapters", "heads", "loss_balancing"})
-    if bad_groups:
-        raise RecipeError(
-            f"{source}: learning_rates: unknown group(s) {bad_groups}; use encoder, adapters, heads, loss_balancing"
-        )
+    _check_learning_rates(recipe, source)
     training_fields = {f.name for f in fields(TrainingArguments)}
     unknown = sorted(set(recipe.training) - training_fields)
     if unknown:
@@ -253,6 +252,7 @@ def parse_recipe(values: dict[str, Any], source: str = "<recipe>") -> Recipe:
     ):
         if names - set(recipe.tasks):
             raise RecipeError(f"{source}: {section}: task(s) {sorted(names - set(recipe.tasks))} are not in tasks")
+    _check_weight_averaging(recipe, source)
     if recipe.sampling.name == "hybrid" and getattr(recipe.multitask, "step_mode", "single") != "joint":
         raise RecipeError(
             f"{source}: sampling.name hybrid alternates sequential and joint epochs: set multitask.step_mode: joint "
@@ -279,11 +279,15 @@ def _adapter_section(value: Any, source: str) -> Optional[dict[str, Any]]:
 
 
 def _build_training_methods(values: dict[str, Any], source: str) -> None:
-    """Build the optional `smart` and `augment` sections in place (imported here: only recipes that use
-    them pay for the imports)."""
+    """Build the optional `smart`, `augment` and `weight_averaging` sections in place (imported here: only
+    recipes that use them pay for the imports)."""
     import importlib
 
-    for section, module, name in (("smart", ".training.smart", "SMARTConfig"), ("augment", ".data.augment", "AugmentConfig")):
+    for section, module, name in (
+        ("smart", ".training.smart", "SMARTConfig"),
+        ("augment", ".data.augment", "AugmentConfig"),
+        ("weight_averaging", ".training.weight_averaging", "WeightAveragingConfig"),
+    ):
         if values.get(section) is None:
             continue
         cls = getattr(importlib.import_module(module, __package__), name)
@@ -293,6 +297,44 @@ def _build_training_methods(values: dict[str, Any], source: str) -> None:
             if isinstance(err, RecipeError):
                 raise
             raise RecipeError(f"{source}: {section}: {err}") from err
+
+
+def _check_learning_rates(recipe: Recipe, source: str) -> None:
+    """`learning_rates`: a rate per group (encoder, adapters, heads, loss_balancing) and the optional
+    `layer_decay` of the encoder's rate (`hf_pals.training.layer_decay`, 0 < layer_decay <= 1)."""
+    from .training.layer_decay import LAYER_DECAY_KEY, check_layer_decay
+
+    if not isinstance(recipe.learning_rates, dict):
+        raise RecipeError(f"{source}: learning_rates must be a mapping of group -> rate, got {recipe.learning_rates!r}")
+    groups = ("encoder", "adapters", "heads", "loss_balancing")
+    bad_groups = sorted(set(recipe.learning_rates) - {*groups, LAYER_DECAY_KEY})
+    if bad_groups:
+        raise RecipeError(
+            f"{source}: learning_rates: unknown group(s) {bad_groups}; use {', '.join(groups)} (and {LAYER_DECAY_KEY})"
+        )
+    try:
+        check_layer_decay(recipe.learning_rates.get(LAYER_DECAY_KEY), f"{source}: learning_rates")
+    except ValueError as err:
+        raise RecipeError(str(err)) from err
+
+
+def _check_weight_averaging(recipe: Recipe, source: str) -> None:
+    """`weight_averaging` must start within the run, and makes the final weights the average, which
+    `load_best_model_at_end` (the best checkpoint's raw weights) would contradict."""
+    config = recipe.weight_averaging
+    if config is None:
+        return
+    if recipe.training.get("load_best_model_at_end"):
+        raise RecipeError(
+            f"{source}: weight_averaging makes the final weights the average; training.load_best_model_at_end would "
+            "make them the best checkpoint's raw weights: use one of them"
+        )
+    max_steps = recipe.training.get("max_steps")
+    if isinstance(max_steps, int) and config.updates_until(max_steps) == 0:
+        raise RecipeError(
+            f"{source}: weight_averaging.start_step {config.start_step} (every {config.every}) averages no step of "
+            f"the run's {max_steps} steps"
+        )
 
 
 def _check_model_selection(recipe: Recipe, source: str) -> None:

@@ -130,6 +130,11 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
 
         augmenter = EDAAugmenter(recipe.augment, seed=args.seed)
         augmenting_collator = MultiTaskCollator(tokenizer, tasks, max_length=recipe.max_length, augment=augmenter)
+    averaging = None
+    if recipe.weight_averaging is not None:  # EMA / SWA: the average becomes the final weights at train end
+        from .training.weight_averaging import WeightAveragingCallback
+
+        averaging = WeightAveragingCallback(recipe.weight_averaging)
     trainer_class = MultiTaskTrainer
     if recipe.sampling.name == "hybrid":  # sequential and joint epochs alternate (hf_pals.training.curriculum)
         from .training.curriculum import HybridTrainer as trainer_class
@@ -145,12 +150,12 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
         learning_rates=recipe.learning_rates,
         max_length=recipe.max_length,
         eval_batch_size=recipe.eval_batch_size,
-        callbacks=[*(callbacks or []), *early_stopping_callbacks(recipe)],
+        callbacks=[*(callbacks or []), *early_stopping_callbacks(recipe), *([averaging] if averaging else [])],
         multitask=recipe.multitask,
     )
     trainer.smart = recipe.smart  # SMART (hf_pals.training.smart) for the tasks it weighs, or None
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume or None)
+    trainer.train(resume_from_checkpoint=resume or None)  # with weight_averaging, ends with the averaged weights
     train_seconds = time.perf_counter() - started
     trainer.save_model(recipe.output_dir)
     if dev_sets is None:
@@ -162,6 +167,8 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
     report["timing"] = {"train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1)}
     report["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     report["task_steps"] = trainer.task_steps()
+    if averaging is not None:  # the method, its settings and how many steps the final weights average
+        report["weight_averaging"] = averaging.summary()
     selection = selection_report(trainer, selection_split, eval_sets)
     if selection is not None:  # the metric, best step and value that chose (or stopped) the run
         report["model_selection"] = selection

@@ -1,11 +1,16 @@
-"""Pieces the benchmarks share: a real batch of CS224N text and a robust step timer."""
+"""Pieces the benchmarks share: a real batch of CS224N text, a robust step timer, memory readings (this
+process's, or a fresh child process's)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import resource
 import statistics
+import subprocess
+import sys
 import time
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -65,6 +70,69 @@ def reset_peak_rss() -> float:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     return _status_kib("VmRSS") / 1024
+
+
+def rss_mib() -> float:
+    """Resident memory of this process now (VmRSS, Linux), in MiB."""
+    return _status_kib("VmRSS") / 1024
+
+
+def available_mib() -> float:
+    """Memory the machine can still give without swapping (MemAvailable, Linux), in MiB."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("/proc/meminfo has no MemAvailable")
+
+
+def in_child(module: str, function: str, **kwargs: Any) -> Any:
+    """`module.function(**kwargs)` run in a fresh Python process, its JSON result returned: memory read
+    there is that one measurement's, not what this process has already allocated (or keeps freed).
+    `kwargs` must be JSON values; the child's last line of stdout is its result."""
+    code = (
+        "import json, sys, importlib; from hf_pals.allocator import keep_freed_memory; keep_freed_memory(); "
+        f"fn = getattr(importlib.import_module({module!r}), {function!r}); "
+        "print(json.dumps(fn(**json.loads(sys.argv[1]))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{module}.{function} failed in a child process:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def parse_list(text: str, flag: str, cast: Callable = str) -> list:
+    """A comma-separated command-line list ("1,3,8,16"), each item through `cast`; a ValueError names
+    the flag and the text when an item does not parse."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ValueError(f"{flag} needs a comma-separated list, got {text!r}")
+    try:
+        return [cast(item) for item in items]
+    except ValueError:
+        raise ValueError(f"{flag} takes a comma-separated list of {cast.__name__} values, got {text!r}") from None
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' load reports (a new head's weights are "MISSING") and progress bars off meanwhile:
+    a benchmark loads many models, and its JSON is what matters."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def significant(value: float, digits: int = 5) -> float:
+    """`value` rounded to `digits` significant digits (times of tiny and large models alike stay exact
+    enough for ratios computed from the reported figures)."""
+    return float(f"{value:.{digits}g}")
 
 
 def peak_rss_mib() -> float:

@@ -9,7 +9,8 @@ checkpointing, schedulers and Accelerate integration of the framework:
 - `compute_loss`: routes the batch to its task's adapter, head and loss; stops on a non-finite loss;
   at the first step of each sampling epoch it logs the epoch's task probabilities
   (`sampling_epoch`, `sampling_p_<task>`), so they reach the trainer state and every `report_to`;
-- `create_optimizer`: separate learning rates for the encoder, the adapters and the heads;
+- `create_optimizer`: separate learning rates for the encoder, the adapters and the heads, and optionally
+  layer-wise decay of the encoder's rate (`learning_rates.layer_decay`, see `hf_pals.training.layer_decay`);
 - `evaluate`: scores every task with `evaluate` metrics, plus the overall score;
 - `_save` / `_load_from_checkpoint`: checkpoints are `MultiTaskModel` bundles (safetensors);
 - `_load_best_model`: `load_best_model_at_end` restores the best checkpoint's bundle the same way, chosen by
@@ -21,6 +22,10 @@ combines the tasks' losses with the configured loss balancing, and `training_ste
 `JointTraining` (gradient surgery, reduction across processes). Learnable balancing parameters get their
 own optimizer group ("loss_balancing") and the balancing state is saved with the optimizer in every
 checkpoint (`joint_state.safetensors`), so joint runs resume exactly too.
+
+With a `WeightAveragingCallback` among the callbacks (`weight_averaging:` in a recipe, see
+`hf_pals.training.weight_averaging`) the averaged weights are saved next to the optimizer state in every
+checkpoint (`weight_averaging.safetensors`) and loaded with it on resume.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from ..evaluation import evaluate_tasks
 from ..model_selection import check_selection_metric
 from .gradient_surgery import EpisodicMemory
 from .joint import JOINT_KEY, JointBatchSampler, JointCollator, JointTraining, MultitaskConfig
+from .layer_decay import LAYER_DECAY_KEY, check_layer_decay, decay_exponent, num_encoder_layers
+from .weight_averaging import find_weight_averaging
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +61,8 @@ JOINT_STATE_NAME = "joint_state.safetensors"
 #: Set (to anything) to make every process append the task and a digest of each training batch, then a
 #: digest of its final weights, to OUTPUT_DIR/task_log.rank<k>.jsonl: a check that distributed ranks agree.
 TASK_LOG_ENV = "HF_PALS_TASK_LOG"
+#: The learning-rate groups `learning_rates` may set (besides `layer_decay`).
+LEARNING_RATE_GROUPS = ("encoder", "adapters", "heads", "loss_balancing")
 
 
 def tensor_digest(*tensors: torch.Tensor) -> str:
@@ -81,7 +90,9 @@ class MultiTaskTrainer(Trainer):
         steps_per_epoch: optimizer steps per sampling epoch (default: the whole run is one epoch).
         learning_rates: optional {"encoder": lr, "adapters": lr, "heads": lr}; missing ones use
             `args.learning_rate`. A model without adapters has no "adapters" parameters (its top
-            layers are in "heads"), so that rate then goes unused.
+            layers are in "heads"), so that rate then goes unused. "layer_decay": ξ (0 < ξ <= 1) scales
+            the encoder's rate by depth (layer i of L: ξ^(L-1-i), embeddings: ξ^L; see
+            `hf_pals.training.layer_decay`); adapters and heads keep their rates.
         max_length: truncation length of the default collator.
         sampling: the task schedule: a name ("annealed", the default, "proportional", "sqrt",
             "temperature", "uniform", "round_robin"), "module:function", a function
@@ -116,11 +127,13 @@ class MultiTaskTrainer(Trainer):
         unknown = sorted(set(train_datasets) - set(model.tasks))
         if unknown:
             raise ValueError(f"train_datasets has task(s) {unknown} that the model lacks; it has {sorted(model.tasks)}")
-        unknown_groups = sorted(set(learning_rates or {}) - {"encoder", "adapters", "heads", "loss_balancing"})
+        unknown_groups = sorted(set(learning_rates or {}) - {*LEARNING_RATE_GROUPS, LAYER_DECAY_KEY})
         if unknown_groups:
             raise ValueError(
-                f"learning_rates: unknown group(s) {unknown_groups}; use encoder, adapters, heads, loss_balancing"
+                f"learning_rates: unknown group(s) {unknown_groups}; use {', '.join(LEARNING_RATE_GROUPS)} "
+                f"(and {LAYER_DECAY_KEY})"
             )
+        check_layer_decay((learning_rates or {}).get(LAYER_DECAY_KEY))
         self.multitask = MultitaskConfig.from_value(multitask)
         self.multitask.validate()
         if self.multitask.joint and args.fp16:
@@ -364,22 +377,32 @@ class MultiTaskTrainer(Trainer):
         return "encoder"
 
     def create_optimizer(self, model=None):
+        """One optimizer group per (learning-rate group, weight decay or not); with `layer_decay` < 1 the
+        encoder's groups are split further by depth, each with lr_encoder * layer_decay ** exponent
+        (`hf_pals.training.layer_decay.decay_exponent`). Without it (or with 1) the groups are the same as
+        before layer decay existed, so older checkpoints' optimizer states still load."""
         if self.optimizer is not None:
             return self.optimizer
         opt_model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(opt_model))
-        groups: dict[tuple[str, bool], list] = defaultdict(list)
+        layer_decay = check_layer_decay(self.learning_rates.get(LAYER_DECAY_KEY))
+        if layer_decay == 1.0:
+            layer_decay = None
+        num_layers = num_encoder_layers(self.accelerator.unwrap_model(opt_model)) if layer_decay else 0
+        groups: dict[tuple[str, int, bool], list] = defaultdict(list)
         for name, param in opt_model.named_parameters():
             if param.requires_grad:
-                groups[(self.parameter_group(name), name in decay)].append(param)
+                group = self.parameter_group(name)
+                exponent = decay_exponent(name, num_layers) if layer_decay and group == "encoder" else 0
+                groups[(group, exponent, name in decay)].append(param)
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         param_groups = [
             {
                 "params": params,
                 "weight_decay": self.args.weight_decay if with_decay else 0.0,
-                "lr": self.learning_rates.get(group, self.args.learning_rate),
+                "lr": self.learning_rates.get(group, self.args.learning_rate) * (layer_decay or 1.0) ** exponent,
             }
-            for (group, with_decay), params in sorted(groups.items())
+            for (group, exponent, with_decay), params in sorted(groups.items())
         ]
         balancing = [p for p in self.joint.balancer.parameters() if p.requires_grad] if self.joint else []
         if balancing:  # learnable loss weights (uncertainty, GradNorm): no weight decay
@@ -429,8 +452,13 @@ class MultiTaskTrainer(Trainer):
         self._load_from_checkpoint(checkpoint)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
-        """Also saves the joint mode's loss-balancing state (learnable weights, loss histories)."""
+        """Also saves the joint mode's loss-balancing state (learnable weights, loss histories) and the
+        weight average, if any (before transformers writes trainer_state.json: a checkpoint a resume can pick
+        always has it)."""
         super()._save_optimizer_and_scheduler(output_dir)
+        averaging = find_weight_averaging(self.callback_handler.callbacks)
+        if averaging is not None and averaging.averaged is not None and self.args.should_save:
+            averaging.save(output_dir)
         state = self.joint.balancer.state_dict() if self.joint is not None else {}
         if state and self.args.should_save:
             os.makedirs(output_dir, exist_ok=True)
@@ -439,6 +467,9 @@ class MultiTaskTrainer(Trainer):
 
     def _load_optimizer_and_scheduler(self, checkpoint: Optional[str]) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
+        averaging = find_weight_averaging(self.callback_handler.callbacks)
+        if checkpoint is not None and averaging is not None:
+            averaging.load(checkpoint, self.accelerator.unwrap_model(self.model), step=self.state.global_step)
         if checkpoint is None or self.joint is None or not self.joint.balancer.state_dict():
             return
         path = os.path.join(checkpoint, JOINT_STATE_NAME)

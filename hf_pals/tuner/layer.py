@@ -226,10 +226,12 @@ class PALLayer(nn.Module, BaseTunerLayer):
         blocks = [rows for rows, _ in changes]
         if all(isinstance(r, slice) for r in blocks) and _tile(blocks, x.shape[0]):
             return torch.cat([delta for _, delta in changes])  # tasks in contiguous blocks: no scatter
-        output = x.new_zeros(x.shape)  # rows of adapters without this kind of module stay zero
+        # Rows of adapters without this kind of module stay zero. The changes' dtype, not x's: under CPU
+        # autocast to bfloat16 the changes are bfloat16 while x (a LayerNorm's output) is float32.
+        output = x.new_zeros(x.shape, dtype=changes[0][1].dtype)
         for rows, delta in changes:
             index = torch.arange(rows.start, rows.stop, device=x.device) if isinstance(rows, slice) else rows
-            output.index_copy_(0, index, delta)
+            output.index_copy_(0, index, delta.to(output.dtype))
         return output
 
     def _summed(self, change: Callable, pal_types, x, attention_mask, names) -> Optional[torch.Tensor]:
