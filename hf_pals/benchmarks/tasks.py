@@ -147,8 +147,8 @@ def run_shape(data_dir, base, tasks, batch_size, max_length, repeats, separate, 
     first = tasks[0]
     for n in tasks:
         by_n[n]["train_step_seconds"] = significant(step_times[n])
-        by_n[n]["train_step_over_fewest_tasks"] = round(step_times[n] / step_times[first], 4)
-        by_n[n]["train_step_over_fewest_tasks_paired"] = round(paired_ratio(rounds, n, first), 4)
+        by_n[n]["train_step_over_fewest_tasks"] = significant(step_times[n] / step_times[first])
+        by_n[n]["train_step_over_fewest_tasks_paired"] = significant(paired_ratio(rounds, n, first))
     for n, model in models.items():
         model.zero_grad(set_to_none=True)
         by_n[n]["inference"] = inference_figures(model.eval(), base, batch, n, modes[n], repeats)
@@ -177,12 +177,12 @@ def inference_figures(model, base, batch, n, mode, repeats) -> dict[str, Any]:
         "rows": rows,
         "rows_per_task": [len(range(i, rows, n)) for i in range(n)],
         "seconds": {k: significant(v) for k, v in times.items()},
-        "rows_per_s": {k: round(rows / v, 1) for k, v in times.items()},
-        "mixed_over_single_task_time": round(times["mixed"] / times["single_task"], 4),
-        "separate_models_over_mixed_time": round(times["separate_models"] / times["mixed"], 4),
+        "rows_per_s": {k: significant(rows / v) for k, v in times.items()},
+        "mixed_over_single_task_time": significant(times["mixed"] / times["single_task"]),
+        "separate_models_over_mixed_time": significant(times["separate_models"] / times["mixed"]),
         "paired": {
-            "mixed_over_single_task_time": round(paired_ratio(rounds, "mixed", "single_task"), 4),
-            "separate_models_over_mixed_time": round(paired_ratio(rounds, "separate_models", "mixed"), 4),
+            "mixed_over_single_task_time": significant(paired_ratio(rounds, "mixed", "single_task")),
+            "separate_models_over_mixed_time": significant(paired_ratio(rounds, "separate_models", "mixed")),
         },
     }
 
