@@ -174,6 +174,8 @@ class MultiTaskModel(nn.Module):
         encoder = get_peft_model(bert, configs[names[0]], adapter_name=names[0])
         for name in names[1:]:
             encoder.add_adapter(name, configs[name])
+        for config in encoder.peft_config.values():  # PEFT renames it to encoder_path (a bundle's encoder/): keep the base
+            config.base_model_name_or_path = base_model_name_or_path
         return cls(encoder, tasks, base_model_name_or_path, freeze_encoder=freeze_encoder, max_length=max_length)
 
     def _set_trainable(self) -> None:

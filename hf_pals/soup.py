@@ -165,9 +165,6 @@ def average_state_dicts(model_dirs: Sequence[str], allow_pickle: bool = False):
     count = len(model_dirs)
     mean = {k: (v / count).to(reference[k].dtype) if reference[k].is_floating_point() else v for k, v in sums.items()}
     model.load_state_dict(mean, strict=True)
-    if model.has_adapters:  # PEFT set the first bundle's encoder/ path here when loading it; keep the base's
-        for config in model.encoder.peft_config.values():
-            config.base_model_name_or_path = model.base_model_name_or_path
     return model
 
 
