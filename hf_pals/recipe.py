@@ -17,6 +17,7 @@ from transformers import TrainingArguments
 
 from .data.sampling import build_task_schedule
 from .data.sources import TaskData, TaskDataError
+from .mixed_precision import resolve_bf16
 from .tasks import CS224N_TASKS, TaskSpec
 from .tuner import PALConfig
 
@@ -172,7 +173,7 @@ class Recipe:
 
 def training_arguments_from(values: dict[str, Any], source: str) -> TrainingArguments:
     """`TrainingArguments` from a recipe's `training` section (plus output_dir); errors name the recipe."""
-    values = {"report_to": "none", **values}
+    values = resolve_bf16({"report_to": "none", **values})
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         # Several processes (`accelerate launch`, torchrun) and no GPU: without use_cpu transformers
         # would not join them into one DDP run (gloo) but train a separate copy in each.

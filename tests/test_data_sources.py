@@ -168,6 +168,35 @@ def test_single_saved_dataset_is_split_train(tmp_path):
     assert_names(message, str(path), "eval_split 'validation'", "one Dataset without splits")
 
 
+def test_relative_saved_folder_is_found_under_data_dir_whatever_the_working_directory(tmp_path, monkeypatch):
+    """A relative `path` to a `save_to_disk` folder resolves like relative `data_files`: under data.dir."""
+    glue_like(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    data = TaskData(path="glue_sst2", columns={"sentence1": "sentence"})
+    train = load_task_split(spec("binary"), data, "train", data_dir=str(tmp_path))
+    assert train["label"] == [0, 1, 1]
+    monkeypatch.chdir(tmp_path)  # no data.dir: the working directory, as before
+    assert load_task_split(spec("binary"), data, "validation", role="eval")["label"] == [1, 0]
+
+
+@pytest.mark.parametrize("role, split", [("eval", "validation"), ("test", "test")])
+def test_duplicate_ids_in_evaluation_or_test_rows_are_an_error(tmp_path, role, split):
+    path = tmp_path / "dups"
+    rows = {"id": ["a", "b", "a"], "sentence1": ["x", "y", "z"], "label": [0, 1, 0]}
+    datasets.DatasetDict({split: datasets.Dataset.from_dict(rows)}).save_to_disk(str(path))
+    data = TaskData(path=str(path), eval_split="validation", test_split="test")
+    message = load_error(spec("binary"), data, split, role=role)
+    assert_names(message, str(path), "column 'id'", "rows 0 and 2", "'a'")
+
+
+def test_duplicate_ids_in_training_rows_are_allowed(tmp_path):
+    path = tmp_path / "dups"
+    datasets.Dataset.from_dict({"id": ["a", "a"], "sentence1": ["x", "y"], "label": [0, 1]}).save_to_disk(str(path))
+    assert load_task_split(spec("binary"), TaskData(path=str(path)), "train")["id"] == ["a", "a"]
+
+
 def test_classlabel_names_must_match_label_names(tmp_path):
     data = TaskData(path=str(glue_like(tmp_path)), columns={"sentence1": "sentence"})
     message = load_error(spec("binary", label_names=["pos", "neg"]), data)

@@ -39,7 +39,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import datasets
 from datasets.arrow_writer import SchemaInferenceError
@@ -72,7 +72,8 @@ class TaskData:
         source: "datasets" (the default) or "cs224n" (the handout's files under `data.dir`, read by
             `hf_pals.data.cs224n` with its row-level errors; `task` says which file set).
         path / name / revision / data_dir / data_files: `datasets.load_dataset`'s own arguments; `path` may
-            also be a `save_to_disk` folder.
+            also be a `save_to_disk` folder (a relative one is looked up under `data.dir` first, like
+            relative `data_files`, then in the working directory).
         train_split / eval_split / test_split: the dataset's split names for training, evaluation (one or
             a list: MNLI's validation_matched and validation_mismatched; the first is the task's main
             evaluation set) and prediction (one or a list; None: the task has none).
@@ -183,9 +184,28 @@ def load_task_split(
     and the folder relative `data_files` are resolved against. `on_bad_rows` applies to CS224N files."""
     where = f"task {spec.name!r}"
     if data.source == "cs224n":
-        return _load_cs224n(spec, data, split, role, data_dir, on_bad_rows, where)
-    raw = _load_raw(data, split, data_dir, f"{where}, dataset {data.describe()}", ROLES.get(role, "split"))
-    return canonical_split(spec, data, raw, split, role=role, where=f"{where}, dataset {data.describe()}, split {split!r}")
+        loaded = _load_cs224n(spec, data, split, role, data_dir, on_bad_rows, where)
+        described = f"{where}, file {cs224n_path(data_dir, data.task or spec.name, split)}"
+    else:
+        raw = _load_raw(data, split, data_dir, f"{where}, dataset {data.describe()}", ROLES.get(role, "split"))
+        described = f"{where}, dataset {data.describe()}, split {split!r}"
+        loaded = canonical_split(spec, data, raw, split, role=role, where=described)
+    if role in ("eval", "test"):
+        check_unique_ids(loaded["id"], described)
+    return loaded
+
+
+def check_unique_ids(ids: Sequence[str], where: str) -> None:
+    """Evaluation and prediction rows are written out by id (predictions, submission files): two rows with
+    one id would make those files ambiguous, so they are an error naming the id and both rows."""
+    first: dict[str, int] = {}
+    for row, row_id in enumerate(ids):
+        if row_id in first:
+            raise TaskDataError(
+                f"{where}: column 'id': rows {first[row_id]} and {row} (counting from 0) share the id {row_id!r}; evaluation and "
+                f"test rows need unique ids (their predictions are written by id)"
+            )
+        first[row_id] = row
 
 
 def _load_cs224n(spec, data, split, role, data_dir, on_bad_rows, where) -> datasets.Dataset:
@@ -215,6 +235,13 @@ def _is_saved_to_disk(path: str) -> bool:
     )
 
 
+def _saved_folder(path: str, data_dir: Optional[str]) -> Optional[str]:
+    """The `save_to_disk` folder `path` names, if it is one: a relative path is looked up under `data_dir`
+    first (as relative `data_files` are), then against the working directory; None for a Hub id or files."""
+    candidates = [path] if os.path.isabs(path) or not data_dir else [os.path.join(data_dir, path), path]
+    return next((c for c in candidates if _is_saved_to_disk(c)), None)
+
+
 def _load_saved(path: str, split: str, where: str, split_field: str, hint: str) -> datasets.Dataset:
     """Split `split` of a `save_to_disk` folder: a DatasetDict's split folder (only that one is read), or a
     single Dataset, read as split "train"."""
@@ -242,8 +269,9 @@ def _load_raw(data: TaskData, split: str, data_dir: Optional[str], where: str, s
     """The split as the source has it: `load_from_disk` for a saved folder, else `load_dataset`.
     `split_field` is the `TaskData` field that named the split (train_split, eval_split, test_split)."""
     hint = f"set {split_field} to one of them" + (" or to null" if split_field != "train_split" else "")
-    if _is_saved_to_disk(data.path):
-        return _load_saved(data.path, split, where, split_field, hint)
+    saved = _saved_folder(data.path, data_dir)
+    if saved is not None:
+        return _load_saved(saved, split, where, split_field, hint)
     kwargs = dict(data.load_kwargs)
     if data.revision:
         kwargs["revision"] = data.revision
