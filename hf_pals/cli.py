@@ -88,14 +88,20 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         help="print benchmark figures as JSON (adapters: step time and memory; trainer; tasks: cost by task count; "
-        "serving: predictor throughput)",
+        "serving: predictor throughput; processes: 2 CPU processes (DDP) against 1)",
     )
-    bench.add_argument("which", choices=["adapters", "trainer", "tasks", "serving"])
+    bench.add_argument("which", choices=["adapters", "trainer", "tasks", "serving", "processes"])
     bench.add_argument("--data-dir", required=True)
     bench.add_argument("--base-model", default="sentence-transformers/all-MiniLM-L6-v2")
-    bench.add_argument("--steps", type=int, default=40, help="trainer: steps of the timed run")
-    bench.add_argument("--batch-size", type=int, default=32, help="adapters, tasks: rows of the timed batch")
-    bench.add_argument("--max-length", type=int, default=64, help="adapters, tasks: tokens per row (padded to it)")
+    bench.add_argument(
+        "--steps", type=int, help="trainer: steps of the timed run (default 40); processes: timed rounds (default 10)"
+    )
+    bench.add_argument(
+        "--batch-size", type=int, help="adapters, tasks: rows of the timed batch (default 32); processes: rows per process (16)"
+    )
+    bench.add_argument(
+        "--max-length", type=int, default=64, help="adapters, tasks, processes: tokens per row (padded to it)"
+    )
     bench.add_argument("--repeats", type=int, help="adapters (default 20), tasks (default 5): interleaved timed rounds")
     bench.add_argument(
         "--architecture",
@@ -104,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--tasks", default="1,3,8,16", metavar="N1,N2,...", help="tasks: the task counts N")
     bench.add_argument(
-        "--shapes", default="minilm,bert-base", metavar="S1,S2", help="tasks: encoder shapes (minilm, bert-base, tiny)"
+        "--shapes",
+        metavar="S1,S2",
+        help="tasks: encoder shapes (minilm, bert-base, tiny; default minilm,bert-base); processes: one shape (minilm)",
     )
     bench.add_argument(
         "--separate-models",
@@ -194,7 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 result = adapters.run(
                     args.data_dir,
                     args.base_model,
-                    batch_size=args.batch_size,
+                    batch_size=32 if args.batch_size is None else args.batch_size,
                     max_length=args.max_length,
                     repeats=20 if args.repeats is None else args.repeats,
                     architecture=args.architecture,
@@ -207,8 +215,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     args.data_dir,
                     args.base_model,
                     tasks=parse_list(args.tasks, "--tasks", int),
-                    shapes=parse_list(args.shapes, "--shapes"),
-                    batch_size=args.batch_size,
+                    shapes=parse_list("minilm,bert-base" if args.shapes is None else args.shapes, "--shapes"),
+                    batch_size=32 if args.batch_size is None else args.batch_size,
                     max_length=args.max_length,
                     repeats=5 if args.repeats is None else args.repeats,
                     separate=args.separate_models,
@@ -226,8 +234,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     min_batches=args.min_batches,
                     min_texts=args.min_texts,
                 )
+            elif args.which == "processes":
+                from .benchmarks import processes
+                from .benchmarks.common import parse_list
+
+                shapes = parse_list("minilm" if args.shapes is None else args.shapes, "--shapes")
+                if len(shapes) != 1:
+                    raise ValueError(f"bench processes takes one shape in --shapes, got {args.shapes!r}")
+                result = processes.run(
+                    args.data_dir,
+                    args.base_model,
+                    shape=shapes[0],
+                    batch_size=16 if args.batch_size is None else args.batch_size,
+                    max_length=args.max_length,
+                    steps=10 if args.steps is None else args.steps,
+                )
             else:
-                result = trainer.run(args.data_dir, steps=args.steps)
+                result = trainer.run(args.data_dir, steps=40 if args.steps is None else args.steps)
         else:
             eval_recipe = load_recipe(args.recipe, list(args.set)) if args.recipe else None
             result = run.evaluate(
