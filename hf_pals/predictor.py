@@ -13,7 +13,8 @@ argmax class and its softmax probability; for a binary task the label (1 when th
 the sigmoid probability of that label; for a regression task the predicted value in both fields.
 When the task has `label_names` (`TaskSpec.label_names`), "label" is the class's name instead of its
 index (`{"label": "positive", "score": 0.61}`); the score is the same.
-Batching goes through `hf_pals.evaluation.predict_outputs`, the path evaluation uses.
+Batching goes through `hf_pals.evaluation.predict_outputs`, the path evaluation uses; `predict_mixed` (items of
+several tasks, one encoder pass per batch) sorts by length the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ from .evaluation import predict_outputs
 from .heads import predictions as head_predictions
 
 TextInput = Union[str, tuple[str, str]]
+
+
+def mixed_length(spec, row: dict[str, str]) -> int:
+    """The character length of the longest encoder row an example gives: its text, its packed pair (both
+    texts in one row), or the longer sentence of a siamese pair (each sentence is a row of its own). The
+    key `predict_mixed` sorts by; characters stand for tokens, as in `predict_outputs`."""
+    lengths = [len(row[c]) for c in spec.text_columns]
+    return max(lengths) if spec.is_siamese else sum(lengths)
 
 
 class MultiTaskPredictor:
@@ -96,23 +105,33 @@ class MultiTaskPredictor:
         ]
 
     @torch.no_grad()
-    def predict_mixed(self, items: Sequence[tuple[str, TextInput]]) -> list[dict[str, Any]]:
-        """Predict a list of `(task, input)` items of any tasks, `batch_size` items per forward pass
-        (mixed-task batches: the encoder runs once per batch, each example through its task's adapter).
-        Returns one `{"task", "label", "score"}` dict per item, in order."""
+    def predict_mixed(
+        self, items: Sequence[tuple[str, TextInput]], batch_size: Optional[int] = None
+    ) -> list[dict[str, Any]]:
+        """Predict a list of `(task, input)` items of any tasks. Returns one `{"task", "label", "score"}`
+        dict per item, in the items' order.
+
+        The items are run sorted by length (`mixed_length`, stable), `batch_size` (default
+        `self.batch_size`) items per forward pass: a mixed-task batch, where the encoder runs once and each
+        row goes through its task's adapter. A mixed batch pads every row to its longest one (a long packed
+        pair next to short single sentences), so sorting first keeps the padding low, as `predict` (through
+        `predict_outputs`) does for one task. Within a batch the items are grouped by task, so each task's
+        rows are one contiguous block, which the PAL layers slice instead of scattering."""
+        batch_size = batch_size or self.batch_size
+        features = [dict(self._row(self._spec(task), inputs, i), task=task) for i, (task, inputs) in enumerate(items)]
+        lengths = [mixed_length(self._spec(f["task"]), f) for f in features]
+        order = sorted(range(len(items)), key=lengths.__getitem__)  # stable: equal lengths keep their order
+        rank = {task: r for r, task in enumerate(self.model.tasks)}
         results: list[Optional[dict[str, Any]]] = [None] * len(items)
         device = next(self.model.parameters()).device
-        for start in range(0, len(items), self.batch_size):
-            chunk = items[start : start + self.batch_size]
-            features = []
-            for task, inputs in chunk:
-                (row,) = self._rows(self._spec(task), [inputs])
-                features.append(dict(row, task=task))
-            batch = self.collator.encode_mixed(features)
+        for start in range(0, len(order), batch_size):
+            chunk = sorted(order[start : start + batch_size], key=lambda i: rank[features[i]["task"]])
+            batch = self.collator.encode_mixed([features[i] for i in chunk])
             tensors = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             for task, (examples, outputs) in self.model.forward_mixed(**tensors).items():
-                for index, result in zip(examples.tolist(), self._results(self._spec(task), outputs)):
-                    results[start + index] = {"task": task, **result}
+                task_results = self._results(self._spec(task), outputs.float().cpu())
+                for index, result in zip(examples.tolist(), task_results):
+                    results[chunk[index]] = {"task": task, **result}
         return results
 
     # ------------------------------------------------------------------------------------------ helpers

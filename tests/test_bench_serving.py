@@ -4,6 +4,7 @@ rates). Only a real run on a quiet machine says anything about speed."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 
@@ -11,16 +12,18 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from hf_pals import MultiTaskPredictor
 from hf_pals.benchmarks import serving
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.filterwarnings("ignore::UserWarning")]
 
-SIZES, MIN_BATCHES, MIN_TEXTS = (1, 4), 3, 4
+SIZES, MIN_BATCHES, MIN_TEXTS, MICRO_BATCH = (1, 4), 3, 4, 3  # batches of 4: two micro-batches a call
 
 
 @pytest.fixture(scope="module")
 def result(tiny_base, data_dir):
-    return serving.run(str(data_dir), base_model=tiny_base, batch_sizes=SIZES, min_batches=MIN_BATCHES, min_texts=MIN_TEXTS)
+    return serving.run(str(data_dir), base_model=tiny_base, batch_sizes=SIZES, min_batches=MIN_BATCHES,
+                       min_texts=MIN_TEXTS, micro_batch=MICRO_BATCH)
 
 
 def check_side(figures: dict, batch_size: int) -> None:
@@ -63,6 +66,14 @@ def test_streams_and_models_are_described(result, tiny_base):
     assert streams["mixed_task"]["encoder_rows_per_text"] == {
         "pal": {"sst": 1, "quora": 1, "sts": 2}, "plain": {"sst": 1, "quora": 1, "sts": 1}
     }
+
+
+def test_the_batching_policy_is_recorded(result):
+    batching = result["batching"]
+    assert batching["micro_batch"] == MICRO_BATCH and batching["order"] == "by length"
+    assert set(batching) == {"micro_batch", "order", "pal", "plain"}
+    default = inspect.signature(serving.run).parameters["micro_batch"].default
+    assert default == serving.MICRO_BATCH == inspect.signature(MultiTaskPredictor).parameters["batch_size"].default
 
 
 def test_stream_takes_the_tasks_in_turn_and_cycles_their_inputs():
@@ -116,3 +127,43 @@ def test_cli_serves_an_existing_bundle(tiny_base, data_dir, tmp_path, capsys):
     assert figures["plain_model"] == f"AutoModelForSequenceClassification of {tiny_base}, one per task"
     assert figures["streams"]["mixed_task"]["tasks"] == ["sst", "quora"]
     assert figures["results"]["bf16"]["2"]["mixed_task"]["pal"]["texts"] == 4
+
+
+@torch.no_grad()
+def one_forward(plain: serving.PlainModels, task: str, inputs: list) -> torch.Tensor:
+    """`task`'s outputs for `inputs` in one padded forward, in the inputs' order (the plain side before it
+    sorted and cut micro-batches)."""
+    spec = plain.specs[task]
+    columns = [list(c) for c in zip(*inputs)] if spec.is_pair else [list(inputs)]
+    encoded = plain.tokenizer(*columns, padding=True, truncation=True, max_length=plain.max_length, return_tensors="pt")
+    logits = plain.models[task](**encoded).logits.float()
+    return logits if spec.kind == "classification" else logits.squeeze(-1)
+
+
+def test_plain_models_sort_and_cut_micro_batches_without_changing_results(tiny_base, monkeypatch):
+    """`PlainModels.predict` runs length-sorted micro-batches (as `MultiTaskPredictor` does) and gives the
+    labels and scores of one forward over the inputs in order."""
+    tasks = {t.name: t for t in serving.recipe_tasks()}
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    plain = serving.PlainModels(tiny_base, tokenizer, tasks, max_length=32, micro_batch=2)
+    sst = ["an overlong , muddled and tiresome film", "dull", "a gripping , funny film", "bad", "fine"]
+    pairs = [("how do i cook rice well at home ?", "what is the way to cook rice ?"), ("who ?", "why ?"),
+             ("a man plays a guitar .", "a man is playing guitar ."), ("a cat .", "a dog .")]
+    for task, inputs in (("sst", sst), ("quora", pairs), ("sts", pairs)):
+        model = plain.models[task]
+        widths, sizes = [], []
+        forward = model.forward
+
+        def spy(input_ids=None, **kwargs):
+            widths.append(input_ids.shape[1])
+            sizes.append(input_ids.shape[0])
+            return forward(input_ids=input_ids, **kwargs)
+
+        monkeypatch.setattr(model, "forward", spy)
+        results = plain.predict(task, inputs)
+        monkeypatch.undo()
+        assert sizes == [2] * (len(inputs) // 2) + [1] * (len(inputs) % 2) and widths == sorted(widths)
+        expected = MultiTaskPredictor._results(tasks[task], one_forward(plain, task, inputs))
+        assert [r["label"] for r in results] == pytest.approx([e["label"] for e in expected], abs=1e-4)
+        assert [r["score"] for r in results] == pytest.approx([e["score"] for e in expected], abs=1e-4)
+    assert plain.predict("sst", []) == []

@@ -9,6 +9,7 @@ from transformers import AutoModel, AutoTokenizer
 import hf_pals
 from hf_pals import MultiTaskModel, MultiTaskPredictor, PALConfig
 from hf_pals.evaluation import predict
+from hf_pals.predictor import mixed_length
 from hf_pals.tasks import cs224n_task
 
 SST = ["a gripping , funny film", "dull", "the plot is slow but the actors are great fun to watch"]
@@ -146,6 +147,121 @@ def test_predict_mixed_equals_single_task_predictions(bundle):
         assert result["task"] == item[0]
         assert result["label"] == pytest.approx(alone["label"], abs=1e-4)
         assert result["score"] == pytest.approx(alone["score"], abs=1e-4)
+
+
+MIXED = [
+    ("quora", ("how do i learn to cook rice well at home ?", "what is the best way to cook rice at home ?")),
+    ("sst", "dull"),
+    ("sts", ("a man plays a guitar .", "a man is playing guitar .")),
+    ("sst", "the plot is slow but the actors are great fun to watch"),
+    ("quora", ("who won ?", "where is paris ?")),
+    ("sts", ("a cat sleeps .", "stocks fell sharply today in new york and london .")),
+    ("sst", "a gripping , funny film"),
+    ("quora", ("why ?", "how ?")),
+    ("sts", ("a dog runs .", "a dog is running .")),
+    ("sst", "bad"),
+    ("sst", "an overlong , muddled and ultimately tiresome piece of work"),
+]
+
+
+def spy_on_encode_mixed(predictor, monkeypatch) -> list[tuple[list, dict]]:
+    """Records each call of the predictor's `collator.encode_mixed`: (its features, the batch it made)."""
+    calls = []
+    encode_mixed = predictor.collator.encode_mixed
+
+    def spy(features):
+        batch = encode_mixed(features)
+        calls.append((list(features), batch))
+        return batch
+
+    monkeypatch.setattr(predictor.collator, "encode_mixed", spy)
+    return calls
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 100])
+def test_predict_mixed_runs_length_sorted_batches_and_keeps_the_items_order(bundle, batch_size, monkeypatch):
+    """`predict_mixed` sorts the items by length before cutting batches (each a mixed forward, the tasks'
+    rows in blocks), and every item gets what it gets predicted alone, in the items' order."""
+    path, _ = bundle
+    predictor = MultiTaskPredictor.from_pretrained(str(path), batch_size=batch_size)
+    alone = [predictor.predict(task, [inputs])[0] for task, inputs in MIXED]
+    calls = spy_on_encode_mixed(predictor, monkeypatch)
+    mixed = predictor.predict_mixed(MIXED)
+
+    assert [r["task"] for r in mixed] == [task for task, _ in MIXED]
+    for result, expected in zip(mixed, alone):
+        assert result["label"] == pytest.approx(expected["label"], abs=1e-4)
+        assert result["score"] == pytest.approx(expected["score"], abs=1e-4)
+    assert [len(features) for features, _ in calls] == [
+        min(batch_size, len(MIXED) - start) for start in range(0, len(MIXED), batch_size)
+    ]
+    lengths = [[mixed_length(predictor.model.tasks[f["task"]], f) for f in features] for features, _ in calls]
+    assert all(max(a) <= min(b) for a, b in zip(lengths, lengths[1:]))  # the batches are cut from one sorted list
+    widths = [batch["input_ids"].shape[1] for _, batch in calls]
+    assert widths == sorted(widths)  # so the padded widths grow (characters stand for tokens: not "meh", 2 tokens)
+    for _, batch in calls:  # each task's rows form one block
+        tasks = batch["row_tasks"]
+        assert len(list(dict.fromkeys(tasks))) == sum(1 for a, b in zip([None] + tasks, tasks) if a != b)
+
+
+def test_predict_mixed_sorting_cuts_the_padding(bundle, monkeypatch):
+    """Fewer padding tokens than batches cut in the items' order (what `predict_mixed` did before)."""
+    path, _ = bundle
+    predictor = MultiTaskPredictor.from_pretrained(str(path), batch_size=3)
+    collator = predictor.collator
+    rows = [dict(MultiTaskPredictor._row(predictor.model.tasks[t], x, i), task=t) for i, (t, x) in enumerate(MIXED)]
+    unsorted = sum(
+        int((collator.encode_mixed(rows[i : i + 3])["attention_mask"] == 0).sum()) for i in range(0, len(rows), 3)
+    )
+    calls = spy_on_encode_mixed(predictor, monkeypatch)
+    predictor.predict_mixed(MIXED)
+    padding = sum(int((batch["attention_mask"] == 0).sum()) for _, batch in calls)
+    assert padding < unsorted / 2
+
+
+def test_predict_mixed_of_nothing_and_bad_items(bundle):
+    path, _ = bundle
+    predictor = MultiTaskPredictor.from_pretrained(str(path))
+    assert predictor.predict_mixed([]) == []
+    with pytest.raises(ValueError, match=r"task 'quora' takes \(sentence1, sentence2\) pairs; input 1 is 'dull'"):
+        predictor.predict_mixed([("sst", "fine"), ("quora", "dull")])
+    with pytest.raises(ValueError, match="unknown task 'mnli'"):
+        predictor.predict_mixed([("mnli", "fine")])
+
+
+def encode_mixed_per_text(collator, features):
+    """`MultiTaskCollator.encode_mixed` as it was: one tokenizer call per text (or packed pair)."""
+    rows, row_tasks, row_example = [], [], []
+    for index, feature in enumerate(features):
+        spec = collator.tasks[feature["task"]]
+        texts = [feature[c] for c in spec.text_columns]
+        kwargs = dict(truncation=True, max_length=collator.max_length)
+        if spec.is_siamese:
+            encoded = [collator.tokenizer(text, **kwargs) for text in texts]
+        else:
+            encoded = [collator.tokenizer(*texts, **kwargs)]
+        for part in encoded:
+            rows.append(dict(part))
+            row_tasks.append(spec.name)
+            row_example.append(index)
+    batch = dict(collator.tokenizer.pad(rows, return_tensors="pt"))
+    batch.update(row_tasks=row_tasks, row_example=torch.tensor(row_example), tasks=[f["task"] for f in features])
+    return batch
+
+
+@pytest.mark.parametrize("max_length", [128, 8])  # 8: long texts and pairs are truncated
+def test_encode_mixed_tokenizes_per_task_into_the_same_batch(bundle, max_length):
+    path, _ = bundle
+    collator = MultiTaskPredictor.from_pretrained(str(path)).collator
+    collator.max_length = max_length
+    features = [dict(MultiTaskPredictor._row(collator.tasks[t], x, i), task=t) for i, (t, x) in enumerate(MIXED)]
+    got, expected = collator.encode_mixed(features), encode_mixed_per_text(collator, features)
+    assert sorted(got) == sorted(expected)
+    for key, value in expected.items():
+        if torch.is_tensor(value):
+            assert torch.equal(got[key], value), key
+        else:
+            assert got[key] == value, key
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ The PAL side is a bundle of the main recipe's three tasks (sst, quora, sts as re
 sets them up: mean pooling, STS siamese with a cosine head; built from `--base-model` in a temporary
 directory), or an existing bundle (`--model-dir runs/cs224n_pals`), served by `MultiTaskPredictor`:
 `predict(task, texts)` for a single-task stream, `predict_mixed(items)` for a mixed-task stream (the
-tasks' items interleaved; each batch is one forward, every row through its task's adapter).
+tasks' items interleaved; each micro-batch is one forward, every row through its task's adapter).
 
 The plain side is what serving looks like without PALs: one `AutoModelForSequenceClassification` per task
 of the same encoder (the bundle's trained `encoder/`, else its base), the same tokenizer, `max_length`,
@@ -13,6 +13,15 @@ texts and batch sizes, `torch.no_grad` as the predictor, the same post-processin
 text). A mixed batch is split by task, each part through its task's model. The plain models encode a
 pair packed (`[CLS] a [SEP] b [SEP]`, one row), where the bundle's siamese STS encodes each sentence alone
 (two rows of about half the length): the same texts, about the same tokens.
+
+Both sides batch the same way (the JSON's "batching"), so the ratio is the models' cost, not a padding
+policy: a "batch" of B texts is one call on each side, which sorts its texts by character length (stable)
+and runs them in micro-batches of `micro_batch` texts (32, the predictor's default `batch_size`), results
+back in order. The predictor sorts a mixed call as a whole (a mixed micro-batch holds several tasks, padded
+to its longest row); the plain side sorts and cuts each task's part. (Run as one forward, a mixed call of
+256 would pad its short SST sentences and STS halves to its longest Quora pair, where the plain side pads
+each task apart.) At B <= micro_batch a call is one forward on the PAL side, so sorting changes nothing
+there.
 
 Texts are the CS224N dev files' (SST sentences; Quora and STS pairs), cycled when a run needs more; a
 "text" is one input, a pair counting once. Each latency is one call on one batch (tokenizing included);
@@ -46,6 +55,8 @@ from .common import interleaved_times, paired_ratio, quiet_loading, significant
 from .tasks_models import PAL_SETTINGS
 
 DEFAULT_BATCH_SIZES = (1, 32, 256)
+#: Texts per forward pass on both sides (`MultiTaskPredictor`'s default `batch_size`).
+MICRO_BATCH = 32
 DTYPES = ("float32", "bf16")
 STREAMS = ("single_task", "mixed_task")
 WARMUP = 2
@@ -77,10 +88,12 @@ def served_bundle(model_dir: Optional[str], base_model: str) -> Iterator[tuple[s
 
 
 class PlainModels:
-    """One `AutoModelForSequenceClassification` per task, predicting like `MultiTaskPredictor`."""
+    """One `AutoModelForSequenceClassification` per task, predicting like `MultiTaskPredictor`: the same
+    batching policy (a call's texts sorted by character length, stable, then cut into micro-batches of
+    `micro_batch` texts, one forward each; results in the inputs' order) and post-processing."""
 
-    def __init__(self, source: str, tokenizer, specs: dict, max_length: int):
-        self.tokenizer, self.specs, self.max_length = tokenizer, specs, max_length
+    def __init__(self, source: str, tokenizer, specs: dict, max_length: int, micro_batch: int = MICRO_BATCH):
+        self.tokenizer, self.specs, self.max_length, self.micro_batch = tokenizer, specs, max_length, micro_batch
         self.models = {
             task: AutoModelForSequenceClassification.from_pretrained(source, num_labels=spec.num_labels).eval()
             for task, spec in specs.items()
@@ -88,14 +101,27 @@ class PlainModels:
 
     @torch.no_grad()
     def predict(self, task: str, inputs: Sequence) -> list[dict[str, Any]]:
+        """`task`'s `{"label", "score"}` per input (a text, or a pair, packed in one row)."""
+        if not inputs:
+            return []
         spec = self.specs[task]
-        columns = [list(c) for c in zip(*inputs)] if spec.is_pair else [list(inputs)]
-        encoded = self.tokenizer(*columns, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        logits = self.models[task](**encoded).logits.float()
-        return MultiTaskPredictor._results(spec, logits if spec.kind == "classification" else logits.squeeze(-1))
+        texts = [(x,) if isinstance(x, str) else tuple(x) for x in inputs]
+        order = sorted(range(len(texts)), key=lambda i: sum(map(len, texts[i])))  # a packed row's length
+        outputs = []
+        for start in range(0, len(order), self.micro_batch):
+            chunk = [texts[i] for i in order[start : start + self.micro_batch]]
+            columns = [list(c) for c in zip(*chunk)]
+            encoded = self.tokenizer(*columns, padding=True, truncation=True, max_length=self.max_length,
+                                     return_tensors="pt")
+            logits = self.models[task](**encoded).logits.float()
+            outputs.append(logits if spec.kind == "classification" else logits.squeeze(-1))
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return MultiTaskPredictor._results(spec, torch.cat(outputs)[inverse])
 
     def predict_mixed(self, items: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:
-        """Each task's items through its own model; results in the items' order."""
+        """Each task's items through its own model (`predict`: sorted, in micro-batches of that task's
+        items); results in the items' order."""
         results: list[Optional[dict]] = [None] * len(items)
         for task in dict.fromkeys(t for t, _ in items):
             where = [i for i, (t, _) in enumerate(items) if t == task]
@@ -157,8 +183,8 @@ def compare(calls: dict[str, Callable], items: list, batch_size: int, batches: i
 
     rounds = interleaved_times({name: timed(call) for name, call in calls.items()}, warmup=WARMUP, repeats=batches)
     out = {name: latency_summary(rounds[name], batch_size) for name in calls}
-    out["pal_over_plain_texts_per_s"] = round(sum(rounds["plain"]) / sum(rounds["pal"]), 4)
-    out["pal_over_plain_paired"] = round(paired_ratio(rounds, "plain", "pal"), 4)  # median of per-batch ratios
+    out["pal_over_plain_texts_per_s"] = significant(sum(rounds["plain"]) / sum(rounds["pal"]))
+    out["pal_over_plain_paired"] = significant(paired_ratio(rounds, "plain", "pal"))  # median of per-batch ratios
     return out
 
 
@@ -183,33 +209,32 @@ def run(
     min_batches: int = 20,
     min_texts: int = 256,
     dtypes: Sequence[str] = DTYPES,
+    micro_batch: int = MICRO_BATCH,
 ) -> dict[str, Any]:
-    """The figures of the module docstring: results[dtype][batch size][stream][pal|plain]."""
+    """The figures of the module docstring: results[dtype][batch size][stream][pal|plain]. Each side
+    serves a call (one batch of the stream) in length-sorted micro-batches of `micro_batch` texts."""
     unknown = [d for d in dtypes if d not in DTYPES]
-    if unknown or not batch_sizes or min(batch_sizes) < 1:
-        raise ValueError(f"dtypes must be among {list(DTYPES)} and batch sizes >= 1; got {list(dtypes)}, {list(batch_sizes)}")
+    if unknown or not batch_sizes or min(batch_sizes) < 1 or micro_batch < 1:
+        raise ValueError(f"dtypes must be among {list(DTYPES)} and batch sizes >= 1; got {list(dtypes)}, "
+                         f"{list(batch_sizes)}, micro-batch {micro_batch}")
     print(plan(batch_sizes, min_batches, min_texts), file=sys.stderr, flush=True)
     with quiet_loading(), served_bundle(model_dir, base_model) as (directory, description):
-        predictor = MultiTaskPredictor.from_pretrained(directory)
+        predictor = MultiTaskPredictor.from_pretrained(directory, batch_size=micro_batch)
         model, tokenizer = predictor.model, predictor.collator.tokenizer
         encoder_dir = os.path.join(directory, ENCODER_DIR)
         source = encoder_dir if os.path.isdir(encoder_dir) else resolve_base_model(model.base_model_name_or_path)
-        plain = PlainModels(source, tokenizer, model.tasks, model.max_length)
+        plain = PlainModels(source, tokenizer, model.tasks, model.max_length, micro_batch=micro_batch)
         inputs = dev_inputs(data_dir, list(model.tasks))
         single = "sst" if "sst" in model.tasks else next(iter(model.tasks))
         streams = {"single_task": [single], "mixed_task": list(model.tasks)}
-
-        def pal_mixed(items):
-            predictor.batch_size = len(items)
-            return predictor.predict_mixed(items)
 
         def texts_of(items):
             return [inp for _, inp in items]
 
         calls = {
-            "single_task": {"pal": lambda items: predictor.predict(single, texts_of(items), batch_size=len(items)),
+            "single_task": {"pal": lambda items: predictor.predict(single, texts_of(items)),
                             "plain": lambda items: plain.predict(single, texts_of(items))},
-            "mixed_task": {"pal": pal_mixed, "plain": plain.predict_mixed},
+            "mixed_task": {"pal": predictor.predict_mixed, "plain": plain.predict_mixed},
         }
         results: dict[str, Any] = {}
         for dtype in dtypes:
@@ -224,11 +249,23 @@ def run(
                   "tasks": {t: s.to_dict() for t, s in model.tasks.items()}, "max_length": model.max_length},
         "plain_model": f"AutoModelForSequenceClassification of {source}, one per task",
         "threads": torch.get_num_threads(),
+        "batching": batching(micro_batch),
         "streams": {name: {"tasks": tasks, "encoder_rows_per_text": {
             "pal": {t: 2 if model.tasks[t].is_siamese else 1 for t in tasks}, "plain": {t: 1 for t in tasks}}}
             for name, tasks in streams.items()},
         "results": results,
         "bf16_over_float32_texts_per_s": bf16_speedups(results),
+    }
+
+
+def batching(micro_batch: int) -> dict[str, Any]:
+    """The batching policy both sides serve a call with (the JSON's "batching")."""
+    return {
+        "micro_batch": micro_batch,
+        "order": "by length",
+        "pal": f"predict / predict_mixed: the call's texts sorted by character length (stable), {micro_batch} "
+               "per forward; a mixed micro-batch is one forward, every row through its task's adapter",
+        "plain": f"per task: that task's texts sorted by character length (stable), {micro_batch} per forward",
     }
 
 
@@ -238,7 +275,7 @@ def bf16_speedups(results: dict) -> dict[str, Any]:
     if not {"float32", "bf16"} <= set(results):
         return {}
     return {
-        bs: {name: {side: round(results["bf16"][bs][name][side]["texts_per_s"] / figures[side]["texts_per_s"], 3)
+        bs: {name: {side: significant(results["bf16"][bs][name][side]["texts_per_s"] / figures[side]["texts_per_s"])
                     for side in ("pal", "plain")} for name, figures in by_stream.items()}
         for bs, by_stream in results["float32"].items()
     }

@@ -292,8 +292,9 @@ class PALLayer(nn.Module, BaseTunerLayer):
 
 def _rows_of(adapter_names: Sequence[str], name: str, device):
     """The rows of `name` in a per-example `adapter_names`: a slice when they form one contiguous block
-    (a batch grouped by task, as `MultiTaskCollator.encode_mixed` makes it: slicing takes a view instead of
-    copying the rows out), else a tensor of row indices."""
+    (a batch grouped by task, as `MultiTaskPredictor.predict_mixed` orders each batch before
+    `MultiTaskCollator.encode_mixed`, or a single-task batch: slicing takes a view instead of copying the
+    rows out), else a tensor of row indices."""
     rows = [i for i, n in enumerate(adapter_names) if n == name]
     if rows[-1] - rows[0] + 1 == len(rows):
         return slice(rows[0], rows[-1] + 1)
