@@ -11,11 +11,13 @@ import time
 import pytest
 
 from hf_pals.benchmarks import processes as bench
+from hf_pals.benchmarks import processes_figures as figures
+from hf_pals.benchmarks import processes_steps as steps
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.filterwarnings("ignore::UserWarning")]
 
 ROWS, LENGTH, STEPS = 3, 16, 1
-ACCUMULATE = f"bucket_25mb_accumulate_{bench.ACCUMULATION}"
+ACCUMULATE = f"bucket_25mb_accumulate_{steps.ACCUMULATION}"
 #: The tests of the real 2-process run share one run (`result`): ~20-25 s on a busy 2-core machine.
 SLOW = pytest.mark.slow
 
@@ -33,20 +35,20 @@ def result(data_dir, minilm_path):
 def test_every_figure_is_there(result):
     assert result["shape"] == "tiny" and result["processes"] == 2
     assert result["batch"] == {"task": "sst", "split": "train", "rows_per_process": ROWS, "max_length": LENGTH}
-    assert result["rounds"] == {"warmup": bench.WARMUP, "timed": STEPS}
+    assert result["rounds"] == {"warmup": steps.WARMUP, "timed": STEPS}
     assert result["model"]["tasks"] == 3 and result["model"]["trainable_parameters"] > 0
     assert result["optimizer"].startswith("torch.optim.AdamW(")
     compute = result["compute_scaling"]
-    assert set(compute) == set(bench.COMPUTE) | {"ratios"}
+    assert set(compute) == set(steps.COMPUTE) | {"ratios"}
     assert compute["one_process_2_threads"]["threads_per_process"] == 2
     assert compute["two_independent_processes"]["processes"] == 2
     assert set(result["communication"]["all_reduce"]) == {"flat", "buckets_25mb", "buckets_100mb"}
-    assert list(result["ddp"]) == list(bench.DDP_CONFIGS)
+    assert list(result["ddp"]) == list(steps.DDP_CONFIGS)
     for name, figures in result["ddp"].items():
         assert len(figures["step_seconds"]) == 2 and all(s > 0 for s in figures["step_seconds"]), name
         assert figures["bucket_sizes_bytes"], name
     assert result["ddp"]["bucket_200mb"]["bucket_cap_mb"] == 200 and result["ddp"]["bucket_25mb"]["bucket_cap_mb"] is None
-    assert result["ddp"][ACCUMULATE]["accumulation_steps"] == bench.ACCUMULATION
+    assert result["ddp"][ACCUMULATE]["accumulation_steps"] == steps.ACCUMULATION
     assert result["ddp"]["bucket_25mb_gradient_as_bucket_view"]["gradient_as_bucket_view"] is True
     assert result["environment"]["OMP_WAIT_POLICY"] == "passive"
     assert set(result["reading"]) >= {"upper_bound_of_two_processes", "all_reduce_share_of_ddp_step",
@@ -125,7 +127,7 @@ def test_ddp_gradients_are_those_of_one_process_on_all_rows(result):
     """One DDP step, each rank on its half of the rows, averages to the gradient of one step on the
     concatenated batch (eval mode: no dropout); the other tasks' parts get no gradient on either side."""
     checked = result["checks"]["ddp_gradients_vs_single_process"]
-    assert set(checked) == set(bench.CHECKED_CONFIGS)
+    assert set(checked) == set(steps.CHECKED_CONFIGS)
     for name, figures in checked.items():
         assert figures["max_abs_gradient"] > 0, name
         assert figures["max_abs_difference"] <= 1e-5 * figures["max_abs_gradient"], name
@@ -138,20 +140,20 @@ def test_gradient_difference_counts_a_gradient_where_there_should_be_none():
     a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
     a.grad, b.grad = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 3.0])
     reference = {"a": torch.tensor([1.0, 2.5]), "b": None}
-    assert bench.gradient_difference({"a": a, "b": b}, reference) == {
+    assert steps.gradient_difference({"a": a, "b": b}, reference) == {
         "max_abs_difference": 0.5, "max_abs_gradient": 2.5, "mismatched_parameters": 1
     }
     b.grad = torch.zeros(2)  # zeros where the reference has none: what DDP may leave on unused parameters
-    assert bench.gradient_difference({"a": a, "b": b}, reference)["mismatched_parameters"] == 0
+    assert steps.gradient_difference({"a": a, "b": b}, reference)["mismatched_parameters"] == 0
 
 
 def fake_ranks(step: dict[str, float], all_reduce: float) -> list[dict]:
     """Two workers' outputs with the given median seconds (the same on both ranks)."""
-    medians = {**step, **{name: all_reduce for name in bench.all_reduce_names()}}
+    medians = {**step, **{name: all_reduce for name in steps.all_reduce_names()}}
     ones = {"min": 2.0, "max": 2.0, "world_size": 2}
     return [
         {"rank": r, "trainable_parameters": 1000, "medians": medians, "waiting_cpu_share": 0.01, "optimizer": "x",
-         "bucket_sizes_bytes": {name: [4000] for name in bench.DDP_CONFIGS},
+         "bucket_sizes_bytes": {name: [4000] for name in steps.DDP_CONFIGS},
          "checks": {"all_reduce_of_ones": ones, "ddp_gradients": {}}}
         for r in range(2)
     ]
@@ -161,18 +163,18 @@ def fake_ranks(step: dict[str, float], all_reduce: float) -> list[dict]:
 def test_reading_says_whether_two_processes_can_beat_one(independent, can_beat):
     """One process with 2 threads at 1 s per step of 10 rows; two independent processes at `independent`
     s each: (c)/(a) = 2 / independent; each DDP step 0.5 s slower, of which the all-reduce is 0.4 s."""
-    step = {name: 1.0 for name in bench.COMPUTE}
-    step[bench.INDEPENDENT] = independent
-    step[f"one_process_2_threads_accumulate_{bench.ACCUMULATION}"] = bench.ACCUMULATION * 0.9
-    step.update({name: c.accumulation_steps * independent + 0.5 for name, c in bench.DDP_CONFIGS.items()})
-    result = bench.figures(fake_ranks(step, 0.4), "label", "tiny", 10, 16, 3)
+    step = {name: 1.0 for name in steps.COMPUTE}
+    step[steps.INDEPENDENT] = independent
+    step[f"one_process_2_threads_accumulate_{steps.ACCUMULATION}"] = steps.ACCUMULATION * 0.9
+    step.update({name: c.accumulation_steps * independent + 0.5 for name, c in steps.DDP_CONFIGS.items()})
+    result = figures.figures(fake_ranks(step, 0.4), "label", "tiny", 10, 16, 3)
     reading = result["reading"]
     assert reading["upper_bound_of_two_processes"] == pytest.approx(2 / independent)
     assert reading["no_two_process_configuration_can_beat_one_process"] is not can_beat
     assert reading["all_reduce_share_of_ddp_step"] == pytest.approx(0.4 / (independent + 0.5), rel=1e-3)
     assert reading["all_reduce_hidden_share"] == pytest.approx(1 - 0.5 / 0.4)  # the step costs more than the all-reduce
     assert reading["best_ddp_configuration"] == ACCUMULATE  # the 0.5 s paid once per 4 micro-batches
-    best = 2 * bench.ACCUMULATION * 10 / (bench.ACCUMULATION * independent + 0.5) / 10
+    best = 2 * steps.ACCUMULATION * 10 / (steps.ACCUMULATION * independent + 0.5) / 10
     assert reading["best_ddp_over_one_process_2_threads"] == pytest.approx(best, rel=1e-4)
     assert result["ddp"][ACCUMULATE]["over_one_process_same_accumulation"] == pytest.approx(
         best * 0.9, rel=1e-4

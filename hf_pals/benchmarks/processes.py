@@ -48,6 +48,9 @@ each call together after a barrier), so that slow phases of the machine hit ever
 Each worker holds 7 copies of the model (DDP's with gradients, buckets and AdamW state): about 3 GB per
 worker at MiniLM.
 
+The ranks' candidates and checks are in `processes_steps.py`, the figures and their reading in
+`processes_figures.py`.
+
 `--shapes tiny` (one shape of `tasks_models.SHAPES`) runs a 2-layer, 48-wide random encoder, for tests;
 `--shapes bert-base` BERT-base's shape with random weights.
 
@@ -61,37 +64,27 @@ others up); `OMP_WAIT_POLICY=passive` in the environment (passed on to the worke
 from __future__ import annotations
 
 import contextlib
-import copy
-import functools
 import json
 import math
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from datetime import timedelta
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
-from .common import medians, quiet_loading, significant
-from .tasks_models import PAL_SETTINGS, SHAPES, build_model, make_batch, shape_base
+from .common import medians, quiet_loading
+from .processes_figures import figures
+from .processes_steps import (
+    CHECKED_CONFIGS, COMPUTE, DDP_CONFIGS, TASK, TASKS, WARMUP, WORLD_SIZE, all_reduce_names, all_reduce_of_ones,
+    bucket_sizes, candidates, ddp_gradient_check, lockstep_times, optimizer_name,
+)
+from .tasks_models import SHAPES, build_model, make_batch, shape_base
 
-WORLD_SIZE = 2
-#: Environment variables that change how threads run (reported with the figures).
-THREAD_ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
-#: The main recipe's task count; the timed steps train the first task's adapter and head.
-TASKS = 3
-TASK = "task00"
-WARMUP = 2
-#: Micro-batches per optimizer step of the accumulation runs (1 is the plain DDP step).
-ACCUMULATION = 4
-#: The all-reduce bucket sizes timed besides one flat tensor (25 MB: DDP's default `bucket_cap_mb`).
-ALL_REDUCE_BUCKETS_MB = (25, 100)
 #: A peer that died leaves the other waiting in a collective: give up after this.
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 #: Rough figures for the plan: seconds of one 1-thread training step on 1024 tokens on 2 cores, of a
@@ -101,41 +94,6 @@ START_SECONDS = {"minilm": 30, "bert-base": 80, "tiny": 15}
 PARAMETERS = {"minilm": 23.5e6, "bert-base": 115e6, "tiny": 1.5e6}
 ALL_REDUCE_SECONDS_PER_MB = 0.0011
 
-
-@dataclass(frozen=True)
-class DDPConfig:
-    """One DDP configuration: `DistributedDataParallel` arguments (`bucket_cap_mb` None: DDP's default,
-    25 MB buckets after a 1 MiB first one, as Accelerate and the Trainer leave it), micro-batches per
-    optimizer step (`ddp.no_sync()` on all but the last) and torch threads per process."""
-
-    bucket_cap_mb: Optional[float] = None
-    gradient_as_bucket_view: bool = False
-    accumulation_steps: int = 1
-    threads: int = 1
-
-
-DDP_CONFIGS = {
-    "bucket_25mb": DDPConfig(),
-    "bucket_200mb": DDPConfig(bucket_cap_mb=200),
-    "bucket_25mb_gradient_as_bucket_view": DDPConfig(gradient_as_bucket_view=True),
-    "bucket_25mb_2_threads_each": DDPConfig(threads=2),
-    f"bucket_25mb_accumulate_{ACCUMULATION}": DDPConfig(accumulation_steps=ACCUMULATION),
-}
-#: The configurations whose gradients `checks` compares with a single-process step.
-CHECKED_CONFIGS = ("bucket_25mb", "bucket_25mb_gradient_as_bucket_view")
-#: Candidates without communication: name -> (ranks that train, threads, micro-batches per step).
-COMPUTE = {
-    "one_process_2_threads": ((0,), 2, 1),
-    "one_process_1_thread": ((0,), 1, 1),
-    "two_independent_processes": ((0, 1), 1, 1),
-    f"one_process_2_threads_accumulate_{ACCUMULATION}": ((0,), 2, ACCUMULATION),
-}
-BASELINE = "one_process_2_threads"
-INDEPENDENT = "two_independent_processes"
-
-
-def all_reduce_names() -> list[str]:
-    return ["flat"] + [f"buckets_{mb}mb" for mb in ALL_REDUCE_BUCKETS_MB]
 
 
 # ------------------------------------------------------------------------------------------ plan
@@ -285,372 +243,3 @@ def worker(base: str, data_dir: str, batch_size: int, max_length: int, steps: in
         }
     finally:
         dist.destroy_process_group()
-
-
-def loss_of(module: torch.nn.Module, batch: dict, target: torch.Tensor) -> torch.Tensor:
-    """Task 0's loss: `module` is the `MultiTaskModel` or the DDP wrapping it."""
-    return module(task=TASK, labels=target, **batch)["loss"]
-
-
-@functools.lru_cache(maxsize=None)
-def adamw_kwargs() -> tuple[tuple[str, bool], ...]:
-    """AdamW's implementation, as `transformers.Trainer` uses it by default (`adamw_torch_fused`: one
-    fused kernel over all parameters), or the foreach one where this torch has no fused CPU kernel."""
-    try:
-        torch.optim.AdamW([torch.zeros(1, requires_grad=True)], fused=True)
-        return (("fused", True),)
-    except (RuntimeError, ValueError):
-        return (("foreach", True),)
-
-
-def optimizer_name() -> str:
-    return "torch.optim.AdamW(" + ", ".join(f"{k}={v}" for k, v in adamw_kwargs()) + ")"
-
-
-def adamw(params) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(list(params), lr=1e-5, **dict(adamw_kwargs()))
-
-
-def train_step(module, optimizer, loss: Callable[[], torch.Tensor], accumulation: int = 1, no_sync=None) -> Callable[[], None]:
-    """One optimizer step over `accumulation` micro-batches (each `loss()` divided by their number, as
-    the Trainer scales it), the backward of all but the last inside `no_sync()` when given (DDP: the
-    gradients are all-reduced once, in the last backward)."""
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        for i in range(accumulation):
-            last = i == accumulation - 1
-            with contextlib.nullcontext() if last or no_sync is None else no_sync():
-                (loss() / accumulation).backward()
-        optimizer.step()
-
-    return step
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """torch's intra-op threads set to `n` meanwhile (the worker runs with 1 otherwise)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def ddp_model(pristine, config: DDPConfig):
-    """A copy of `pristine` wrapped in DDP per `config` (find_unused_parameters: the other tasks' parts
-    get no gradient, as in `MultiTaskTrainer`)."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    buckets = {} if config.bucket_cap_mb is None else {"bucket_cap_mb": config.bucket_cap_mb}
-    return DistributedDataParallel(
-        copy.deepcopy(pristine),
-        gradient_as_bucket_view=config.gradient_as_bucket_view,
-        find_unused_parameters=True,
-        **buckets,
-    )
-
-
-class WaitingClock:
-    """CPU and wall seconds a rank spends waiting while the other trains alone: that rank must be idle
-    for the one-process candidates to be one process on the machine."""
-
-    def __init__(self):
-        self.cpu = self.wall = 0.0
-
-    def wait(self, barrier: Callable[[], Any]) -> None:
-        cpu, wall = time.process_time(), time.perf_counter()
-        barrier()
-        self.cpu += time.process_time() - cpu
-        self.wall += time.perf_counter() - wall
-
-    def share(self) -> Optional[float]:
-        return self.cpu / self.wall if self.wall > 0 else None
-
-
-def candidates(pristine, mine, elements: int, rank: int):
-    """(name -> one call of each candidate on this rank, the waiting clock, name -> DDP model)."""
-    import torch.distributed as dist
-
-    batch, target = mine
-    plain = copy.deepcopy(pristine).train()
-    optimizer = adamw(p for p in plain.parameters() if p.requires_grad)  # one for all: one AdamW state
-    waiting = WaitingClock()
-    steps: dict[str, Callable[[], None]] = {}
-    for name, (ranks, threads, micro) in COMPUTE.items():
-        step = train_step(plain, optimizer, lambda: loss_of(plain, batch, target), micro)
-        steps[name] = compute_call(step, rank in ranks, threads, alone=len(ranks) == 1, waiting=waiting)
-    steps.update(all_reduce_calls(elements))
-    ddps = {}
-    for name, config in DDP_CONFIGS.items():
-        ddp = ddps[name] = ddp_model(pristine, config).train()
-        optimizer = adamw(p for p in ddp.parameters() if p.requires_grad)
-        step = train_step(ddp, optimizer, (lambda d=ddp: loss_of(d, batch, target)), config.accumulation_steps, ddp.no_sync)
-        steps[name] = threaded(step, config.threads)
-    dist.barrier()
-    return steps, waiting, ddps
-
-
-def compute_call(step, trains: bool, threads: int, alone: bool, waiting: WaitingClock) -> Callable[[], None]:
-    """A candidate without communication: this rank trains (with `threads`) or, when the other trains
-    `alone`, waits for it in a barrier; with `alone` the trainer releases the waiter when done."""
-    import torch.distributed as dist
-
-    if not trains:
-        return lambda: waiting.wait(dist.barrier)
-
-    def call():
-        with torch_threads(threads):
-            step()
-        if alone:
-            dist.barrier()
-
-    return call
-
-
-def threaded(step, threads: int) -> Callable[[], None]:
-    def call():
-        with torch_threads(threads):
-            step()
-
-    return call
-
-
-def bucket_elements(bucket_mb: float) -> int:
-    return int(bucket_mb * 2**20) // 4
-
-
-def all_reduce_calls(elements: int) -> dict[str, Callable[[], None]]:
-    """The all-reduce candidates over a float32 tensor of `elements` (zeros: the sums stay finite)."""
-    flat = torch.zeros(elements)
-    calls = {"flat": lambda: all_reduce_chunks([flat])}
-    for mb in ALL_REDUCE_BUCKETS_MB:
-        chunks = list(torch.split(flat, bucket_elements(mb)))
-        calls[f"buckets_{mb}mb"] = lambda chunks=chunks: all_reduce_chunks(chunks)
-    return calls
-
-
-def all_reduce_chunks(chunks: list[torch.Tensor]) -> None:
-    """All-reduce every chunk, launched asynchronously and then waited for (as DDP's reducer does)."""
-    import torch.distributed as dist
-
-    works = [dist.all_reduce(chunk, async_op=True) for chunk in chunks]
-    for work in works:
-        work.wait()
-
-
-def all_reduce_of_ones(elements: int) -> dict[str, float]:
-    """The reduced values of an all_reduce of ones over `elements` values (all must be the world size)."""
-    ones = torch.ones(elements)
-    all_reduce_chunks([ones])
-    return {"min": ones.min().item(), "max": ones.max().item(), "world_size": WORLD_SIZE}
-
-
-def ddp_gradient_check(pristine, whole: tuple, mine: tuple, rank: int) -> dict[str, dict]:
-    """For each of `CHECKED_CONFIGS`: one DDP backward (eval mode: no dropout), this rank on its rows,
-    against one single-process backward on all ranks' rows (rank 0 compares; the loss is a mean over
-    equal halves, so DDP's average of the two gradients is the whole batch's gradient)."""
-    reference = None
-    if rank == 0:
-        model = copy.deepcopy(pristine).eval()
-        loss_of(model, *whole).backward()
-        reference = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
-    out = {}
-    for name in CHECKED_CONFIGS:
-        ddp = ddp_model(pristine, DDP_CONFIGS[name]).eval()
-        loss_of(ddp, *mine).backward()
-        if rank == 0:
-            out[name] = gradient_difference(dict(ddp.module.named_parameters()), reference)
-        del ddp
-    return out
-
-
-def gradient_difference(params: dict, reference: dict) -> dict[str, float]:
-    """The largest absolute difference between `params`' gradients and `reference`, the largest
-    reference gradient, and how many parameters got a gradient where the reference has none or none
-    where it has one (the other tasks' parts: DDP must leave them without, or zero)."""
-    difference = largest = 0.0
-    mismatched = 0
-    for name, expected in reference.items():
-        grad = params[name].grad
-        if expected is None or grad is None:
-            present = grad if expected is None else expected
-            if present is not None and present.abs().max().item() > 0:
-                mismatched += 1
-            continue
-        difference = max(difference, (grad - expected).abs().max().item())
-        largest = max(largest, expected.abs().max().item())
-    return {"max_abs_difference": difference, "max_abs_gradient": largest, "mismatched_parameters": mismatched}
-
-
-def bucket_sizes(ddp) -> list[int]:
-    """The bytes of each gradient bucket DDP uses, from its logging data (DDP rebuilds its buckets after
-    the first step only without `find_unused_parameters`)."""
-    data = ddp._get_ddp_logging_data()
-    sizes = data.get("rebuilt_bucket_sizes") or data.get("bucket_sizes") or ""
-    return [int(size) for size in str(sizes).split(",") if size.strip()]
-
-
-def lockstep_times(steps: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, list[float]]:
-    """`common.interleaved_times` across the processes of the group: one call of each candidate per
-    round, every call started on all ranks together after a barrier (not timed), so each rank's time is
-    its own call's, and the rounds of the two ranks line up."""
-    import torch.distributed as dist
-
-    for _ in range(warmup):
-        for fn in steps.values():
-            dist.barrier()
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, fn in steps.items():
-            dist.barrier()
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    dist.barrier()
-    return times
-
-
-# -------------------------------------------------------------------------------------- figures
-def figures(ranks: list[dict], label: str, shape: str, batch_size: int, max_length: int, steps: int) -> dict[str, Any]:
-    """The JSON of the module docstring, from the workers' raw medians."""
-    elements = ranks[0]["trainable_parameters"]
-    compute = compute_figures(ranks, batch_size)
-    communication = communication_figures(ranks, elements)
-    ddp = ddp_figures(ranks, batch_size, compute)
-    result = {
-        "base_model": label,
-        "shape": shape,
-        "batch": {"task": "sst", "split": "train", "rows_per_process": batch_size, "max_length": max_length},
-        "model": {"tasks": TASKS, "trained_task": TASK, "pal_config": dict(PAL_SETTINGS), "fast_dropout": True,
-                  "trainable_parameters": elements},
-        "optimizer": ranks[0]["optimizer"],
-        "processes": WORLD_SIZE,
-        "rounds": {"warmup": WARMUP, "timed": steps},
-        "compute_scaling": compute,
-        "communication": communication,
-        "ddp": ddp,
-        "checks": check_figures(ranks),
-        "environment": {"cpu_count": os.cpu_count(), **{name: os.environ.get(name) for name in THREAD_ENVIRONMENT}},
-    }
-    result["reading"] = reading(result)
-    return result
-
-
-def rank_medians(ranks: list[dict], name: str) -> list[float]:
-    return [r["medians"][name] for r in ranks]
-
-
-def compute_figures(ranks: list[dict], batch_size: int) -> dict[str, Any]:
-    """Examples/s of the candidates without communication, and the ratios to one process with 2 threads."""
-    out: dict[str, Any] = {}
-    for name, (training, threads, micro) in COMPUTE.items():
-        seconds = [ranks[r]["medians"][name] for r in training]
-        out[name] = {
-            "processes": len(training),
-            "threads_per_process": threads,
-            "micro_batches_per_step": micro,
-            "step_seconds": [significant(s) for s in seconds],
-            "examples_per_s": significant(sum(micro * batch_size / s for s in seconds)),
-        }
-    rate = {name: sum(micro * batch_size / ranks[r]["medians"][name] for r in training)
-            for name, (training, _, micro) in COMPUTE.items()}
-    out["ratios"] = {
-        "one_thread_over_two_threads": significant(rate["one_process_1_thread"] / rate[BASELINE]),
-        # The upper bound of any 2-process DDP run: (c)/(a).
-        "two_independent_over_one_process_2_threads": significant(rate[INDEPENDENT] / rate[BASELINE]),
-        "two_independent_over_one_process_1_thread": significant(rate[INDEPENDENT] / rate["one_process_1_thread"]),
-    }
-    return out
-
-
-def communication_figures(ranks: list[dict], elements: int) -> dict[str, Any]:
-    """Seconds of each all-reduce candidate (the slower rank's median) and bytes reduced per second."""
-    nbytes = 4 * elements
-    out: dict[str, Any] = {"elements": elements, "dtype": "float32", "bytes": nbytes, "all_reduce": {}}
-    sizes = {"flat": None, **{f"buckets_{mb}mb": mb for mb in ALL_REDUCE_BUCKETS_MB}}
-    for name, mb in sizes.items():
-        seconds = max(rank_medians(ranks, name))
-        out["all_reduce"][name] = {
-            "bucket_mb": mb,
-            "buckets": 1 if mb is None else math.ceil(elements / bucket_elements(mb)),
-            "seconds": significant(seconds),
-            "seconds_per_rank": [significant(s) for s in rank_medians(ranks, name)],
-            "bytes_per_s": significant(nbytes / seconds),
-        }
-    return out
-
-
-def ddp_figures(ranks: list[dict], batch_size: int, compute: dict) -> dict[str, Any]:
-    """Examples/s of each DDP configuration, and its ratios to the candidates without communication."""
-    out = {}
-    baseline = compute[BASELINE]["examples_per_s"]
-    same_accumulation = {micro: compute[name]["examples_per_s"] for name, (training, threads, micro) in COMPUTE.items()
-                         if training == (0,) and threads == 2}
-    for name, config in DDP_CONFIGS.items():
-        seconds = rank_medians(ranks, name)
-        rate = sum(config.accumulation_steps * batch_size / s for s in seconds)
-        out[name] = {
-            **asdict(config),
-            "bucket_sizes_bytes": ranks[0]["bucket_sizes_bytes"][name],
-            "step_seconds": [significant(s) for s in seconds],
-            "examples_per_step": WORLD_SIZE * config.accumulation_steps * batch_size,
-            "examples_per_s": significant(rate),
-            "over_one_process_2_threads": significant(rate / baseline),
-            "over_one_process_same_accumulation": significant(rate / same_accumulation[config.accumulation_steps]),
-            "over_two_independent_processes": significant(rate / compute[INDEPENDENT]["examples_per_s"]),
-        }
-    return out
-
-
-def check_figures(ranks: list[dict]) -> dict[str, Any]:
-    ones = [r["checks"]["all_reduce_of_ones"] for r in ranks]
-    return {
-        "world_size": WORLD_SIZE,
-        "all_reduce_of_ones": {"min": min(o["min"] for o in ones), "max": max(o["max"] for o in ones)},
-        "all_reduce_sums": all(o["min"] == o["max"] == WORLD_SIZE for o in ones),
-        "ddp_gradients_vs_single_process": ranks[0]["checks"]["ddp_gradients"],
-        "waiting_rank_cpu_share": None if ranks[1]["waiting_cpu_share"] is None else significant(ranks[1]["waiting_cpu_share"], 3),
-    }
-
-
-def reading(result: dict) -> dict[str, Any]:
-    """What the figures say, computed from them (module docstring)."""
-    compute, ddp = result["compute_scaling"], result["ddp"]
-    bound = compute["ratios"]["two_independent_over_one_process_2_threads"]
-    default = ddp["bucket_25mb"]
-    all_reduce = result["communication"]["all_reduce"]["buckets_25mb"]["seconds"]
-    ddp_step = statistics.mean(default["step_seconds"])
-    independent_step = statistics.mean(compute[INDEPENDENT]["step_seconds"])
-    hidden = 1 - (ddp_step - independent_step) / all_reduce
-    best = max(ddp, key=lambda name: ddp[name]["over_one_process_2_threads"])
-    best_ratio = ddp[best]["over_one_process_2_threads"]
-    extra = ddp_step - independent_step
-    if hidden >= 0:
-        hiding = f"the DDP step hides {hidden:.0%} of it behind the backward"
-    else:
-        hiding = f"the DDP step takes {extra:.3g} s more than an independent step, more than the all-reduce itself"
-    if bound < 1:
-        verdict = (f"two independent processes without any communication reach {bound:.2f}x one process with 2 "
-                   "threads, so no 2-process configuration can beat one process on this machine")
-    else:
-        verdict = (f"two independent processes without any communication reach {bound:.2f}x one process with 2 "
-                   f"threads: what DDP loses below that is communication")
-    summary = (
-        f"{verdict}; the all-reduce of the {result['communication']['elements'] / 1e6:.1f}M gradients in 25 MB buckets "
-        f"takes {all_reduce:.3g} s, {all_reduce / ddp_step:.0%} of a default DDP step ({ddp_step:.3g} s); {hiding}; "
-        f"the best DDP configuration, {best}, reaches {best_ratio:.2f}x one process "
-        f"({ddp[best]['over_one_process_same_accumulation']:.2f}x one process with the same accumulation)"
-    )
-    return {
-        "upper_bound_of_two_processes": bound,
-        "no_two_process_configuration_can_beat_one_process": bound < 1,
-        "all_reduce_share_of_ddp_step": significant(all_reduce / ddp_step),
-        "all_reduce_hidden_share": significant(hidden),
-        "best_ddp_configuration": best,
-        "best_ddp_over_one_process_2_threads": best_ratio,
-        "two_processes_at_least_one_process": best_ratio >= 1,
-        "summary": summary,
-    }
