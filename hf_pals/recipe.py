@@ -2,6 +2,7 @@
 
 Every field is checked when the recipe is read, and an error names the file and the field, so a typo
 fails at once rather than an hour into a run. `--set section.key=value` overrides any field.
+`extends: other.yaml` writes a recipe against another one: only the fields it changes (`read_recipe_values`).
 """
 
 from __future__ import annotations
@@ -432,7 +433,17 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def read_recipe_values(path: str, overrides: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """A recipe file's mapping with `overrides` ("a.b=value", value parsed as YAML) applied, unchecked."""
+    """A recipe file's mapping, over the recipe it `extends` (if any), with `overrides` ("a.b=value",
+    value parsed as YAML) applied, unchecked.
+
+    `extends: PATH` (relative to the recipe's own folder) names a recipe this one is written against:
+    its values are the base, and this file's fields go over them (`merge_recipe_values`: mappings merge
+    key by key, anything else replaces), so a lever's recipe holds only what it changes. A base may
+    extend another; a circle is an error naming the files."""
+    return _read_values(path, overrides, chain=())
+
+
+def _read_values(path: str, overrides: Optional[Sequence[str]], chain: tuple[str, ...]) -> dict[str, Any]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"recipe {path} not found")
     with open(path) as f:
@@ -441,9 +452,39 @@ def read_recipe_values(path: str, overrides: Optional[Sequence[str]] = None) -> 
         except yaml.YAMLError as err:
             raise RecipeError(f"{path}: not valid YAML ({err})") from err
     values = values or {}
+    if not isinstance(values, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(values).__name__}")
+    if "extends" in values:
+        values = _over_base(path, values, chain)
     for assignment in overrides or []:
         apply_override(values, assignment)
     return values
+
+
+def _over_base(path: str, values: dict[str, Any], chain: tuple[str, ...]) -> dict[str, Any]:
+    """`values` (read from `path`) over the recipe its `extends` field names."""
+    base = values.pop("extends")
+    if not isinstance(base, str) or not base.strip():
+        raise RecipeError(f"{path}: extends: expected the path of a recipe file, got {base!r}")
+    base_path = os.path.normpath(os.path.join(os.path.dirname(path), base))
+    here = chain + (os.path.realpath(path),)
+    if os.path.realpath(base_path) in here:
+        raise RecipeError(f"{path}: extends {base!r} goes round in a circle: {' -> '.join(here + (os.path.realpath(base_path),))}")
+    if not os.path.exists(base_path):
+        raise RecipeError(f"{path}: extends {base!r}, but {base_path} does not exist")
+    return merge_recipe_values(_read_values(base_path, None, here), values)
+
+
+def merge_recipe_values(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A new mapping: `over`'s fields over `base`'s. Where both hold a mapping (a section, a task) the two
+    merge key by key; any other value of `over` (a scalar, a list, null) replaces `base`'s."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_recipe_values(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def load_recipe(path: str, overrides: Optional[list[str]] = None) -> Recipe:
