@@ -96,6 +96,7 @@ EXPECTED_LEVERS = {
     "mlm_base.yaml": {"base_model"},
     "sqrt_sampling.yaml": {"sampling.name"},
     "quora_siamese.yaml": {"tasks.quora.pair_encoding"},
+    "pal_size_204.yaml": {"adapter.pal_hidden_size"},
 }
 
 
