@@ -38,7 +38,9 @@ class TaskHead(nn.Module):
     """The head of one task, built from its `TaskSpec`.
 
     - linear: dropout + linear on the pooled vector; for siamese pairs on [u, v, |u - v|, u * v]
-      (Sentence-BERT's classification objective).
+      (Sentence-BERT's classification objective). For `pair_encoding: both` two linear parts (one
+      dropout module, a fresh mask per part): `packed_classifier` on the packed row's pooled vector and
+      `siamese_classifier` on [u, v, |u - v|, u * v]; the output is the mean of their logits.
     - cosine: cos(u, v) of a siamese pair, reported scaled to [.., label_max] (Sentence-BERT's
       regression objective); it has no parameters of its own.
     - cosine_relu: ReLU(cos(u, v)) * label_max, so a negative similarity scores 0: the STS head of the
@@ -63,11 +65,12 @@ class TaskHead(nn.Module):
         # A copy of a frozen encoder layer comes with requires_grad=False; the task's own copy trains.
         self.top_layer = top_layer.requires_grad_(True) if task.top_layer else None
         if task.head == "linear":
-            width = hidden_size * 4 if task.is_siamese else hidden_size
             self.dropout = nn.Dropout(task.dropout)
-            self.classifier = nn.Linear(width, task.num_labels)
-            nn.init.normal_(self.classifier.weight, std=0.02)
-            nn.init.zeros_(self.classifier.bias)
+            if task.is_both:
+                self.packed_classifier = _linear(hidden_size, task.num_labels)
+                self.siamese_classifier = _linear(hidden_size * 4, task.num_labels)
+            else:
+                self.classifier = _linear(hidden_size * 4 if task.is_siamese else hidden_size, task.num_labels)
         elif task.head == "linear_cosine":
             self.projection = nn.Linear(hidden_size, hidden_size)
             nn.init.eye_(self.projection.weight)
@@ -76,9 +79,20 @@ class TaskHead(nn.Module):
                 self.log_scale = nn.Parameter(torch.tensor(math.log(LINEAR_COSINE_SCALE)))
                 self.threshold = nn.Parameter(torch.tensor(LINEAR_COSINE_THRESHOLD))
 
-    def forward(self, pooled: torch.Tensor, pooled_b: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Raw outputs: [batch, num_labels] logits, or [batch] logits/scores for binary and regression."""
+    def forward(
+        self, pooled: torch.Tensor, pooled_b: Optional[torch.Tensor] = None, packed: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Raw outputs: [batch, num_labels] logits, or [batch] logits/scores for binary and regression.
+
+        `pooled` is the sentence vector (single sentence, packed pair) or u, `pooled_b` v of a siamese pair;
+        for `pair_encoding: both`, `pooled`, `pooled_b` are u, v and `packed` the packed pair's vector."""
         head = self.task.head
+        if self.task.is_both:
+            if pooled_b is None or packed is None:
+                raise ValueError(
+                    f"task {self.task.name!r} has pair_encoding 'both': its head needs u, v and the packed vector"
+                )
+            return (self.packed_part(packed) + self.siamese_part(pooled, pooled_b)) / 2
         if head in ("cosine", "cosine_relu"):
             cosine = F.cosine_similarity(pooled, pooled_b, dim=-1)
             return (F.relu(cosine) if head == "cosine_relu" else cosine) * self.task.label_max
@@ -87,11 +101,31 @@ class TaskHead(nn.Module):
             if self.task.kind == "binary":
                 return self.log_scale.exp() * (cosine - self.threshold)
             return cosine * self.task.label_max
-        features = pooled if pooled_b is None else torch.cat(
-            [pooled, pooled_b, (pooled - pooled_b).abs(), pooled * pooled_b], dim=-1
-        )
-        logits = self.classifier(self.dropout(features))
+        features = pooled if pooled_b is None else siamese_features(pooled, pooled_b)
+        return self._shaped(self.classifier(self.dropout(features)))
+
+    def packed_part(self, packed: torch.Tensor) -> torch.Tensor:
+        """`pair_encoding: both`: the packed part's logits (dropout + `packed_classifier`)."""
+        return self._shaped(self.packed_classifier(self.dropout(packed)))
+
+    def siamese_part(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """`pair_encoding: both`: the siamese part's logits (dropout + `siamese_classifier` on [u, v, |u-v|, u*v])."""
+        return self._shaped(self.siamese_classifier(self.dropout(siamese_features(u, v))))
+
+    def _shaped(self, logits: torch.Tensor) -> torch.Tensor:
         return logits if self.task.kind == "classification" else logits.squeeze(-1)
+
+
+def siamese_features(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """[u, v, |u - v|, u * v], the features of a siamese pair (Sentence-BERT)."""
+    return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+
+
+def _linear(width: int, num_labels: int) -> nn.Linear:
+    layer = nn.Linear(width, num_labels)
+    nn.init.normal_(layer.weight, std=0.02)
+    nn.init.zeros_(layer.bias)
+    return layer
 
 
 def pearson_loss(outputs: torch.Tensor, labels: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -73,7 +73,9 @@ class MultiTaskModel(nn.Module):
     `forward(task=..., input_ids=..., attention_mask=..., labels=...)` routes the batch to the task's
     adapter (through PEFT's `adapter_names` forward argument, never `set_adapter`) and head, and
     returns `{"loss", "logits"}`. For a siamese pair task the batch holds the first sentences in its
-    first half and the second sentences in its second half (see `data.collator`).
+    first half and the second sentences in its second half; for a `pair_encoding: both` task of n
+    examples it holds 3n rows: the n packed pairs, then the n first sentences, then the n second
+    sentences (see `data.multitask.MultiTaskCollator`). The logits are one output per example in all cases.
 
     `encoder` is a `PeftModel` holding one adapter per task, or a plain `PreTrainedModel` (a
     `BertModel`) for a model without adapters; `has_adapters` tells which, and `bert` is the
@@ -297,6 +299,14 @@ class MultiTaskModel(nn.Module):
         if spec.is_siamese:
             half = pooled.shape[0] // 2
             logits = self.heads[task](pooled[:half], pooled[half:])
+        elif spec.is_both:  # rows: n packed pairs, n first sentences, n second sentences
+            if pooled.shape[0] % 3:
+                raise ValueError(
+                    f"task {task!r} has pair_encoding 'both': a batch holds 3 rows per example (packed pairs, "
+                    f"first sentences, second sentences), got {pooled.shape[0]} rows"
+                )
+            n = pooled.shape[0] // 3
+            logits = self.heads[task](pooled[n : 2 * n], pooled[2 * n :], packed=pooled[:n])
         else:
             logits = self.heads[task](pooled)
         loss = task_loss(spec, logits, labels) if labels is not None else None
@@ -307,7 +317,9 @@ class MultiTaskModel(nn.Module):
 
         The shared encoder runs once on every row, each row routed to its task's adapter by PEFT's
         per-example `adapter_names` (without adapters every row takes the same path); then each task's
-        rows go through its top layer, pooling and head.
+        rows go through its top layer, pooling and head. An example's rows are next to each other: one
+        row (single sentence, packed pair), two (siamese: first, second sentence) or three (`pair_encoding:
+        both`: packed pair, first sentence, second sentence).
         Returns `{task: (example indices, head outputs)}`, equal to running each task's examples alone."""
         unknown = sorted(set(tasks) - set(self.tasks))
         if unknown:
@@ -324,6 +336,8 @@ class MultiTaskModel(nn.Module):
             examples = row_example.index_select(0, rows.to(row_example.device))
             if self.tasks[task].is_siamese:  # rows come in (first, second) pairs per example
                 outputs[task] = (examples[0::2], self.heads[task](pooled[0::2], pooled[1::2]))
+            elif self.tasks[task].is_both:  # rows come in (packed, first, second) triples per example
+                outputs[task] = (examples[0::3], self.heads[task](pooled[1::3], pooled[2::3], packed=pooled[0::3]))
             else:
                 outputs[task] = (examples, self.heads[task](pooled))
         return outputs

@@ -32,8 +32,8 @@ TextInput = Union[str, tuple[str, str]]
 
 def mixed_length(spec, row: dict[str, str]) -> int:
     """The character length of the longest encoder row an example gives: its text, its packed pair (both
-    texts in one row), or the longer sentence of a siamese pair (each sentence is a row of its own). The
-    key `predict_mixed` sorts by; characters stand for tokens, as in `predict_outputs`."""
+    texts in one row), or the longer sentence of a siamese pair (each sentence is a row of its own); a
+    `pair_encoding: both` pair's longest row is its packed one. The key `predict_mixed` sorts by; characters stand for tokens, as in `predict_outputs`."""
     lengths = [len(row[c]) for c in spec.text_columns]
     return max(lengths) if spec.is_siamese else sum(lengths)
 

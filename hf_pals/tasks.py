@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
 KINDS = ("classification", "binary", "regression")
-PAIR_ENCODINGS = ("packed", "siamese")
+PAIR_ENCODINGS = ("packed", "siamese", "both")
 POOLINGS = ("cls", "mean", "max")
 HEADS = ("linear", "cosine", "cosine_relu", "linear_cosine")
 #: Heads that compare the two sentence vectors of a siamese pair, so need one.
@@ -39,10 +39,14 @@ class TaskSpec:
         num_labels: classes of a classification task; 1 otherwise.
         text_columns: one column for single sentences, two for sentence pairs.
         pair_encoding: "packed" encodes a pair as `[CLS] a [SEP] b [SEP]` (the paper); "siamese" encodes
-            each sentence alone (Sentence-BERT), which suits a base trained for cosine similarity.
+            each sentence alone (Sentence-BERT), which suits a base trained for cosine similarity;
+            "both" encodes every pair both ways (three encoder rows per example: the packed pair, then
+            each sentence alone) and averages the logits of two linear head parts, one on the packed
+            row's pooled vector and one on the siamese [u, v, |u-v|, u*v]; the loss is computed once,
+            on that mean. "both" takes head "linear" only.
         pooling: "cls", "mean" (over the attention mask) or "max".
         head: "linear" (dropout + linear on the pooled vector, or on [u, v, |u-v|, u*v] for siamese
-            pairs), or one of the siamese-only heads (details in `heads.TaskHead`):
+            pairs, or the mean of both for "both" pairs), or one of the siamese-only heads (details in `heads.TaskHead`):
             "cosine" (cos(u, v) scaled to `label_max`), "cosine_relu" (ReLU(cos(u, v)) * label_max, the
             CS224N reports' STS head) or "linear_cosine" (a shared linear projection W, then cos(Wu, Wv):
             a logit s * (cos - t) with learnable s, t for binary tasks, cos * label_max for regression).
@@ -96,6 +100,15 @@ class TaskSpec:
             self.num_labels = 1
         if len(self.text_columns) not in (1, 2):
             raise ValueError(f"{where}: text_columns must name one or two columns, got {list(self.text_columns)}")
+        if self.pair_encoding == "both" and not self.is_pair:
+            raise ValueError(
+                f"{where}: pair_encoding 'both' needs a sentence pair (two text_columns), got {list(self.text_columns)}"
+            )
+        if self.pair_encoding == "both" and self.head != "linear":
+            raise ValueError(
+                f"{where}: pair_encoding 'both' takes head 'linear' only (a packed and a siamese linear part, "
+                f"averaged), got head {self.head!r}"
+            )
         if self.head in SIAMESE_HEADS and not (self.is_pair and self.pair_encoding == "siamese"):
             raise ValueError(f"{where}: head {self.head!r} needs a sentence pair with pair_encoding 'siamese'")
         if self.head == "linear_cosine" and self.kind == "classification":
@@ -139,7 +152,18 @@ class TaskSpec:
 
     @property
     def is_siamese(self) -> bool:
+        """Each sentence of the pair is a row of its own, and only that (not true of "both")."""
         return self.is_pair and self.pair_encoding == "siamese"
+
+    @property
+    def is_both(self) -> bool:
+        """The pair is encoded packed and siamese: three rows per example (`pair_encoding: both`)."""
+        return self.is_pair and self.pair_encoding == "both"
+
+    @property
+    def rows_per_example(self) -> int:
+        """Encoder rows one example gives: 1 (single sentence, packed pair), 2 (siamese), 3 (both)."""
+        return 3 if self.is_both else 2 if self.is_siamese else 1
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

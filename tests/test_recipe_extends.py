@@ -97,6 +97,7 @@ EXPECTED_LEVERS = {
     "sqrt_sampling.yaml": {"sampling.name"},
     "quora_siamese.yaml": {"tasks.quora.pair_encoding"},
     "pal_size_204.yaml": {"adapter.pal_hidden_size"},
+    "quora_both.yaml": {"tasks.quora.pair_encoding"},
 }
 
 

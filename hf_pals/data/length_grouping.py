@@ -31,7 +31,8 @@ def group_by_length(
 
 def text_lengths(dataset, text_columns: Sequence[str], siamese: bool = False) -> list[int]:
     """Characters per row (a cheap proxy of tokens): the pair's sum, or its longer side when each
-    sentence is encoded alone (siamese), since then each side is padded separately."""
+    sentence is encoded alone (siamese), since then each side is padded separately. A `pair_encoding:
+    both` pair counts as packed (`siamese=False`): its packed row is its longest."""
     columns = [dataset[c] for c in text_columns]
     if siamese:
         return [max(len(t) for t in texts) for texts in zip(*columns)]

@@ -44,7 +44,9 @@ class MultiTaskCollator:
     """Tokenizes a single-task batch as its task asks.
 
     Single sentences and packed pairs (`[CLS] a [SEP] b [SEP]`) give one row per example; siamese pairs
-    give the first sentences then the second sentences (2 x batch rows), which the model splits in half.
+    give the first sentences then the second sentences (2 x batch rows), which the model splits in half;
+    `pair_encoding: both` pairs give 3 x batch rows: the packed pairs, then the first sentences, then the
+    second sentences (each block exactly the rows a packed and a siamese task would give, padded together).
     Tokenizing here, with dynamic padding, keeps the datasets as plain text.
 
     `augment` (an `hf_pals.data.augment.EDAAugmenter`) rewrites the rows of its tasks before tokenizing, in
@@ -72,8 +74,9 @@ class MultiTaskCollator:
 
     def encode_mixed(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """One batch holding examples of several tasks (each feature has its "task"), for
-        `MultiTaskModel.forward_mixed`. Each example gives one row (single sentence, packed pair) or two
-        (siamese pair: its first sentence, then its second); rows of different kinds are padded together.
+        `MultiTaskModel.forward_mixed`. Each example gives one row (single sentence, packed pair), two
+        (siamese pair: its first sentence, then its second) or three (`pair_encoding: both`: its packed
+        pair, its first sentence, its second sentence); rows of different kinds are padded together.
         `row_tasks` names each row's task (the adapter it is routed to), `row_example` its example.
 
         Rows are in the features' order (an example's rows next to each other); the texts are tokenized
@@ -90,6 +93,10 @@ class MultiTaskCollator:
             if spec.is_siamese:  # every first sentence, then every second one: rows j and n + j are example j's
                 encoded = _split_rows(self.tokenizer(columns[0] + columns[1], **kwargs))
                 parts = [[encoded[j], encoded[len(where) + j]] for j in range(len(where))]
+            elif spec.is_both:  # the packed pair, then each sentence alone
+                packed = _split_rows(self.tokenizer(*columns, **kwargs))
+                single = _split_rows(self.tokenizer(columns[0] + columns[1], **kwargs))
+                parts = [[packed[j], single[j], single[len(where) + j]] for j in range(len(where))]
             else:
                 parts = [[row] for row in _split_rows(self.tokenizer(*columns, **kwargs))]
             for index, rows in zip(where, parts):
@@ -114,6 +121,11 @@ class MultiTaskCollator:
             encoded = self.tokenizer(columns[0], **kwargs)
         elif spec.is_siamese:
             encoded = self.tokenizer(columns[0] + columns[1], **kwargs)
+        elif spec.is_both:  # n packed rows, n first sentences, n second sentences, padded together
+            unpadded = dict(truncation=True, max_length=self.max_length)
+            packed = _split_rows(self.tokenizer(columns[0], columns[1], **unpadded))
+            single = _split_rows(self.tokenizer(columns[0] + columns[1], **unpadded))
+            encoded = self.tokenizer.pad(packed + single, return_tensors="pt")
         else:
             encoded = self.tokenizer(columns[0], columns[1], **kwargs)
         return dict(encoded)

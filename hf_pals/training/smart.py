@@ -182,7 +182,9 @@ def smart_penalty(
 ) -> torch.Tensor:
     """R_s of a `MultiTaskModel` batch (`inputs` as the collator makes them, `clean_logits` from
     `model(**inputs)`), perturbing the word embeddings through the model's `inputs_embeds` argument.
-    Siamese pairs work as any batch: both sentences of a pair are perturbed."""
+    Siamese pairs work as any batch: both sentences of a pair are perturbed. So do `pair_encoding: both`
+    pairs: every row of the batch (the packed pair and each sentence alone) gets its own perturbation, and
+    ℓ_s compares the averaged head outputs, one per example."""
     task = inputs["task"]
     spec = model.tasks[task]
     input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
