@@ -251,7 +251,7 @@ def run(
         "threads": torch.get_num_threads(),
         "batching": batching(micro_batch),
         "streams": {name: {"tasks": tasks, "encoder_rows_per_text": {
-            "pal": {t: 2 if model.tasks[t].is_siamese else 1 for t in tasks}, "plain": {t: 1 for t in tasks}}}
+            "pal": {t: model.tasks[t].rows_per_example for t in tasks}, "plain": {t: 1 for t in tasks}}}
             for name, tasks in streams.items()},
         "results": results,
         "bf16_over_float32_texts_per_s": bf16_speedups(results),
