@@ -98,6 +98,10 @@ EXPECTED_LEVERS = {
     "quora_siamese.yaml": {"tasks.quora.pair_encoding"},
     "pal_size_204.yaml": {"adapter.pal_hidden_size"},
     "quora_both.yaml": {"tasks.quora.pair_encoding"},
+    "proportional_sampling.yaml": {"sampling.name"},
+    "eda.yaml": {"augment"},
+    "smart.yaml": {"smart"},
+    "double_steps.yaml": {"sampling.steps_per_epoch", "training.max_steps", "training.warmup_steps"},
 }
 
 
@@ -111,4 +115,5 @@ def test_a_lever_recipe_is_the_main_recipe_plus_its_lever(lever):
     assert _diff(main, values) == EXPECTED_LEVERS[lever] | {"output_dir"}
     recipe = load_recipe(str(LEVERS / lever))  # and it passes every check
     assert set(recipe.task_specs()) == {"sst", "quora", "sts"}
-    assert recipe.training_arguments().max_steps == 1500
+    expected_steps = 3000 if lever == "double_steps.yaml" else 1500
+    assert recipe.training_arguments().max_steps == expected_steps
