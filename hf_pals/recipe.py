@@ -84,6 +84,9 @@ class Recipe:
     smart: Optional[Any] = None
     #: EDA augmentation (`hf_pals.data.augment.AugmentConfig`): `augment: {tasks: [sst], alpha: 0.1, ...}`.
     augment: Optional[Any] = None
+    #: Pair swapping for symmetric pair tasks (`hf_pals.data.pair_swap.PairSwapConfig`):
+    #: `pair_swap: {tasks: [quora], prob: 0.5}`.
+    pair_swap: Optional[Any] = None
     #: EMA / SWA of the trainable weights, which become the final model
     #: (`hf_pals.training.weight_averaging.WeightAveragingConfig`): `weight_averaging: {method: ema, decay: 0.999}`.
     weight_averaging: Optional[Any] = None
@@ -251,9 +254,11 @@ def parse_recipe(values: dict[str, Any], source: str = "<recipe>") -> Recipe:
     for section, names in (
         ("smart.weights", set(recipe.smart.weights) if recipe.smart else set()),
         ("augment.tasks", set(recipe.augment.tasks) if recipe.augment else set()),
+        ("pair_swap.tasks", set(recipe.pair_swap.tasks) if recipe.pair_swap else set()),
     ):
         if names - set(recipe.tasks):
             raise RecipeError(f"{source}: {section}: task(s) {sorted(names - set(recipe.tasks))} are not in tasks")
+    _check_pair_swap(recipe, source)
     _check_weight_averaging(recipe, source)
     if recipe.sampling.name == "hybrid" and getattr(recipe.multitask, "step_mode", "single") != "joint":
         raise RecipeError(
@@ -288,6 +293,7 @@ def _build_training_methods(values: dict[str, Any], source: str) -> None:
     for section, module, name in (
         ("smart", ".training.smart", "SMARTConfig"),
         ("augment", ".data.augment", "AugmentConfig"),
+        ("pair_swap", ".data.pair_swap", "PairSwapConfig"),
         ("weight_averaging", ".training.weight_averaging", "WeightAveragingConfig"),
     ):
         if values.get(section) is None:
@@ -318,6 +324,20 @@ def _check_learning_rates(recipe: Recipe, source: str) -> None:
         check_layer_decay(recipe.learning_rates.get(LAYER_DECAY_KEY), f"{source}: learning_rates")
     except ValueError as err:
         raise RecipeError(str(err)) from err
+
+
+def _check_pair_swap(recipe: Recipe, source: str) -> None:
+    """`pair_swap.tasks` must be sentence-pair tasks (two text columns)."""
+    if not recipe.pair_swap:
+        return
+    specs = recipe.task_specs()
+    for task in recipe.pair_swap.tasks:
+        columns = specs[task].text_columns
+        if len(columns) != 2:
+            raise RecipeError(
+                f"{source}: pair_swap.tasks: task {task!r} has {len(columns)} text column(s) {list(columns)}; "
+                "swapping needs a sentence pair"
+            )
 
 
 def _check_weight_averaging(recipe: Recipe, source: str) -> None:

@@ -125,10 +125,11 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
     if recipe.fast_dropout:
         use_fast_dropout(model)
     augmenting_collator = None
-    if recipe.augment is not None and recipe.augment.tasks:
-        from .data.augment import EDAAugmenter
+    augmenters = _training_augmenters(recipe, args.seed)
+    if augmenters:
+        from .data.augment import AugmenterChain
 
-        augmenter = EDAAugmenter(recipe.augment, seed=args.seed)
+        augmenter = augmenters[0] if len(augmenters) == 1 else AugmenterChain(augmenters)
         augmenting_collator = MultiTaskCollator(tokenizer, tasks, max_length=recipe.max_length, augment=augmenter)
     averaging = None
     if recipe.weight_averaging is not None:  # EMA / SWA: the average becomes the final weights at train end
@@ -176,6 +177,21 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
         with open(os.path.join(recipe.output_dir, REPORT_NAME), "w") as f:
             json.dump(report, f, indent=2)
     return report
+
+
+def _training_augmenters(recipe: Recipe, seed: int) -> list:
+    """The recipe's training-batch augmenters, in the order they apply: EDA (`augment`), then pair
+    swapping (`pair_swap`), so a swapped pair carries its EDA sentences along."""
+    augmenters = []
+    if recipe.augment is not None and recipe.augment.tasks:
+        from .data.augment import EDAAugmenter
+
+        augmenters.append(EDAAugmenter(recipe.augment, seed=seed))
+    if recipe.pair_swap is not None and recipe.pair_swap.tasks:
+        from .data.pair_swap import PairSwapAugmenter
+
+        augmenters.append(PairSwapAugmenter(recipe.pair_swap, seed=seed))
+    return augmenters
 
 
 def load_for_inference(model_dir: str, allow_pickle: bool = False):

@@ -102,6 +102,7 @@ EXPECTED_LEVERS = {
     "eda.yaml": {"augment"},
     "smart.yaml": {"smart"},
     "double_steps.yaml": {"sampling.steps_per_epoch", "training.max_steps", "training.warmup_steps"},
+    "quora_swap.yaml": {"pair_swap"},
 }
 
 

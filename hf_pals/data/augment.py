@@ -159,6 +159,34 @@ def eda(sentence: str, rng: random.Random, alpha: float, synonyms: Optional[Syno
 
 
 # ----------------------------------------------------------------------------------- on the fly
+def row_rngs(key: str, features: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[random.Random]:
+    """One generator per row, a pure function of `key` (the run's seed and what draws), the batch's texts
+    and the row's place: a resumed run rebuilds the same batches, so it draws the same choices."""
+    digest = hashlib.sha256(key.encode())
+    for row in features:
+        for column in columns:
+            digest.update(b"\x1e" + str(row[column]).encode())
+    batch_key = digest.digest()
+    return [
+        random.Random(int.from_bytes(hashlib.sha256(batch_key + i.to_bytes(4, "little")).digest()[:8], "little"))
+        for i in range(len(features))
+    ]
+
+
+class AugmenterChain:
+    """Several training-batch augmenters (`EDAAugmenter`, `PairSwapAugmenter`), applied in order: each gets
+    the rows the previous one gave. What `MultiTaskCollator(augment=...)` takes when a recipe has both."""
+
+    def __init__(self, augmenters: Sequence[Callable]):
+        self.augmenters = list(augmenters)
+
+    def __call__(self, task: str, features: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[dict[str, Any]]:
+        rows = list(features)
+        for augmenter in self.augmenters:
+            rows = augmenter(task, rows, columns)
+        return rows
+
+
 class EDAAugmenter:
     """Augments the training rows of `config.tasks` (see the module docstring).
 
@@ -177,15 +205,7 @@ class EDAAugmenter:
 
     def row_rngs(self, task: str, features: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[random.Random]:
         """One generator per row, a pure function of (seed, task, the batch's texts, the row's place)."""
-        digest = hashlib.sha256(f"{self.seed}\x1f{task}".encode())
-        for row in features:
-            for column in columns:
-                digest.update(b"\x1e" + str(row[column]).encode())
-        key = digest.digest()
-        return [
-            random.Random(int.from_bytes(hashlib.sha256(key + i.to_bytes(4, "little")).digest()[:8], "little"))
-            for i in range(len(features))
-        ]
+        return row_rngs(f"{self.seed}\x1f{task}", features, columns)
 
     def __call__(self, task: str, features: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[dict[str, Any]]:
         """The batch's rows, each kept or (with probability `prob`) replaced by `num_aug` augmented copies."""
