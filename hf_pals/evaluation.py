@@ -39,7 +39,25 @@ def predict_outputs(model, collator, rows, task: str, batch_size: int = 128, dev
     `rows` is any iterable of dicts holding the task's text columns (a `datasets.Dataset` works).
     Rows are run sorted by text length so batches carry little padding, then put back in order.
     This is the one batched prediction path, used by evaluation and by `MultiTaskPredictor`.
+    A task with `predict_both_orders` has its pairs run in both orders and the two outputs averaged.
     """
+    spec = model.tasks[task]
+    if spec.predict_both_orders:
+        rows = list(rows)
+        swapped = [swap_pair(spec, r) for r in rows]
+        return (_predict_rows(model, collator, rows, task, batch_size, device)
+                + _predict_rows(model, collator, swapped, task, batch_size, device)) / 2
+    return _predict_rows(model, collator, rows, task, batch_size, device)
+
+
+def swap_pair(spec, row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with its two sentences (the task's text columns) exchanged."""
+    first, second = spec.text_columns
+    return {**row, first: row[second], second: row[first]}
+
+
+def _predict_rows(model, collator, rows, task: str, batch_size: int, device) -> torch.Tensor:
+    """`predict_outputs` for the rows as they are."""
     spec = model.tasks[task]
     device = device or next(model.parameters()).device
     was_training = model.training

@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from .evaluation import predict_outputs
+from .evaluation import predict_outputs, swap_pair
 from .heads import predictions as head_predictions
 
 TextInput = Union[str, tuple[str, str]]
@@ -119,19 +119,34 @@ class MultiTaskPredictor:
         rows are one contiguous block, which the PAL layers slice instead of scattering."""
         batch_size = batch_size or self.batch_size
         features = [dict(self._row(self._spec(task), inputs, i), task=task) for i, (task, inputs) in enumerate(items)]
+        twin_of = {}  # the index of a pair run in its other order -> the item it belongs to (predict_both_orders)
+        for index, feature in enumerate(features[: len(items)]):
+            spec = self._spec(feature["task"])
+            if spec.predict_both_orders:
+                twin_of[len(features)] = index
+                features.append(swap_pair(spec, feature))
         lengths = [mixed_length(self._spec(f["task"]), f) for f in features]
-        order = sorted(range(len(items)), key=lengths.__getitem__)  # stable: equal lengths keep their order
+        order = sorted(range(len(features)), key=lengths.__getitem__)  # stable: equal lengths keep their order
         rank = {task: r for r, task in enumerate(self.model.tasks)}
-        results: list[Optional[dict[str, Any]]] = [None] * len(items)
+        outputs: list[Optional[torch.Tensor]] = [None] * len(features)
         device = next(self.model.parameters()).device
         for start in range(0, len(order), batch_size):
             chunk = sorted(order[start : start + batch_size], key=lambda i: rank[features[i]["task"]])
             batch = self.collator.encode_mixed([features[i] for i in chunk])
             tensors = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            for task, (examples, outputs) in self.model.forward_mixed(**tensors).items():
-                task_results = self._results(self._spec(task), outputs.float().cpu())
-                for index, result in zip(examples.tolist(), task_results):
-                    results[chunk[index]] = {"task": task, **result}
+            for task, (examples, task_outputs) in self.model.forward_mixed(**tensors).items():
+                for index, output in zip(examples.tolist(), task_outputs.float().cpu()):
+                    outputs[chunk[index]] = output
+        for twin, item in twin_of.items():
+            outputs[item] = (outputs[item] + outputs[twin]) / 2
+        by_task: dict[str, list[int]] = {}
+        for index in range(len(items)):
+            by_task.setdefault(features[index]["task"], []).append(index)
+        results: list[Optional[dict[str, Any]]] = [None] * len(items)
+        for task, indices in by_task.items():
+            task_results = self._results(self._spec(task), torch.stack([outputs[i] for i in indices]))
+            for index, result in zip(indices, task_results):
+                results[index] = {"task": task, **result}
         return results
 
     # ------------------------------------------------------------------------------------------ helpers

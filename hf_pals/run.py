@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from transformers import AutoTokenizer, set_seed
 
@@ -212,6 +212,7 @@ def evaluate(
     batch_size: int = 128,
     max_examples: Optional[int] = None,
     recipe: Optional[Recipe] = None,
+    predict_both_orders: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Score a bundle on a labelled split, or with `split="test"` write prediction files.
 
@@ -223,12 +224,18 @@ def evaluate(
     written: the handout's files for CS224N tasks, `index<TAB>prediction` TSVs (GLUE's submission
     layout, `hf_pals.data.submission`) for the others; a task without a test split is reported as
     skipped. `max_examples` keeps the first rows of each split only, for quick checks.
+    `predict_both_orders` names pair tasks to predict in both sentence orders (`TaskSpec.predict_both_orders`)
+    for this call, whatever the bundle says.
     """
 
     def head(dataset):
         return dataset if max_examples is None else dataset.select(range(min(max_examples, len(dataset))))
 
     model, collator = load_for_inference(model_dir)
+    for task in predict_both_orders:  # test-time pair symmetry for a bundle trained without it set
+        if task not in model.tasks:
+            raise ValueError(f"--predict-both-orders: the model has no task {task!r}; its tasks are {sorted(model.tasks)}")
+        model.tasks[task] = dataclasses.replace(model.tasks[task], predict_both_orders=True)
     tasks = list(model.tasks)
     task_data = _bundle_task_data(model, recipe)
     if recipe is not None:

@@ -65,6 +65,11 @@ class TaskSpec:
             adapter, if the model has adapters), initialised as a copy of the encoder's last layer; part
             of the task's head. It also works alone, in a model without adapters (recipe `adapter: none`,
             `MultiTaskModel.from_base(..., adapters=False)`), where it is all a task has besides its head.
+        predict_both_orders: for a pair task whose label does not depend on the sentences' order
+            (paraphrase, similarity): predict every pair as (a, b) and as (b, a) and average the two head
+            outputs (logits, or scores for regression), in evaluation and in the predictor (test-time
+            augmentation; twice the encoder rows). Training is unchanged (recipe `pair_swap` shows the
+            training pairs in both orders). Not for entailment, where the order carries the label.
     """
 
     name: str
@@ -81,6 +86,7 @@ class TaskSpec:
     top_layer: bool = False
     metrics: Optional[tuple[str, ...]] = None
     label_names: Optional[tuple[str, ...]] = None
+    predict_both_orders: bool = False
 
     def __post_init__(self):
         self.text_columns = tuple(self.text_columns)
@@ -109,6 +115,8 @@ class TaskSpec:
                 f"{where}: pair_encoding 'both' takes head 'linear' only (a packed and a siamese linear part, "
                 f"averaged), got head {self.head!r}"
             )
+        if self.predict_both_orders and not self.is_pair:
+            raise ValueError(f"{where}: predict_both_orders needs a sentence pair (two text_columns), got {list(self.text_columns)}")
         if self.head in SIAMESE_HEADS and not (self.is_pair and self.pair_encoding == "siamese"):
             raise ValueError(f"{where}: head {self.head!r} needs a sentence pair with pair_encoding 'siamese'")
         if self.head == "linear_cosine" and self.kind == "classification":

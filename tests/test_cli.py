@@ -115,3 +115,29 @@ def test_bf16_mixed_precision_trains_through_the_cli_with_the_kernel_in_bfloat16
     weights = load_file(tmp_path / "adapters" / "sst" / "adapter_model.safetensors")
     assert weights and all(w.dtype == torch.float32 for w in weights.values())
     assert json.loads((tmp_path / "eval_results.json").read_text())["overall"] > 0
+
+
+@pytest.mark.slow
+def test_evaluate_predict_both_orders(trained, data_dir, tmp_path, capsys):
+    from hf_pals.data import cs224n_path, load_cs224n_file
+    from hf_pals.evaluation import predict_outputs, swap_pair
+    from hf_pals.run import load_for_inference
+
+    args = ["evaluate", str(trained), "--data-dir", str(data_dir), "--split", "dev", "--max-examples", "48"]
+    assert main(args + ["--output", str(tmp_path / "plain.json")]) == 0
+    assert main(args + ["--output", str(tmp_path / "both.json"), "--predict-both-orders", "quora"]) == 0
+    plain, both = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("plain", "both"))
+    assert both["sst"] == plain["sst"] and both["sts"] == plain["sts"]
+    model, collator = load_for_inference(str(trained))
+    assert not model.tasks["quora"].predict_both_orders  # the bundle itself is unchanged
+    rows = load_cs224n_file(cs224n_path(data_dir, "quora", "dev"), "quora").select(range(48))
+    spec = model.tasks["quora"]
+    logits = (predict_outputs(model, collator, rows, "quora")
+              + predict_outputs(model, collator, [swap_pair(spec, r) for r in rows], "quora")) / 2
+    accuracy = ((logits > 0).float().numpy() == rows["label"]).mean()
+    assert both["quora"]["accuracy"] == pytest.approx(accuracy)
+    capsys.readouterr()
+    assert main(args + ["--predict-both-orders", "sst"]) == 2
+    assert "task 'sst': predict_both_orders needs a sentence pair" in capsys.readouterr().err
+    assert main(args + ["--predict-both-orders", "nope"]) == 2
+    assert "no task 'nope'" in capsys.readouterr().err
