@@ -2,7 +2,7 @@
 
     hf-pals train RECIPE.yaml [--data-dir D] [--output-dir O] [--max-steps N] [--seed S | --seeds 1,2,3] [--resume] [--init-from M] [--set k=v ...]
     hf-pals pretrain RECIPE.yaml [--data-dir D] [--output-dir O] [--resume] [--set k=v ...]
-    hf-pals evaluate MODEL_DIR [--data-dir D] [--recipe R.yaml] --split dev|train|test [--output report.json] [--max-examples N] [--predict-both-orders quora]
+    hf-pals evaluate MODEL_DIR [--data-dir D] [--recipe R.yaml] --split dev|train|test [--output report.json] [--max-examples N] [--predict-both-orders quora] [--bf16]
     hf-pals push MODEL_DIR REPO_ID [--private] [--token T] [--revision BRANCH] [--dataset TASK=DATASET_ID ...]
     hf-pals plot RUN_DIR [--output-dir D]
     hf-pals soup MODEL_DIR [MODEL_DIR ...] --output-dir OUT
@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--predict-both-orders", default="", metavar="TASK[,TASK]",
         help="pair tasks to predict in both sentence orders, outputs averaged (TaskSpec.predict_both_orders)",
+    )
+    evaluate.add_argument(
+        "--bf16", action="store_true",
+        help="forward passes under autocast to bfloat16 (as `train` scores dev with training.bf16)",
     )
 
     push = sub.add_parser("push", help="upload a saved model (safetensors, tokenizer, report) with a model card to the Hub")
@@ -267,6 +271,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 batch_size=args.batch_size,
                 max_examples=args.max_examples,
                 predict_both_orders=[t for t in args.predict_both_orders.split(",") if t],
+                bf16=args.bf16,
             )
     except (RecipeError, FileNotFoundError, ValueError, OSError) as err:
         print(f"hf-pals: error: {err}", file=sys.stderr)

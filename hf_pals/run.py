@@ -11,6 +11,7 @@ import tempfile
 import time
 from typing import Any, Optional, Sequence, Union
 
+import torch
 from transformers import AutoTokenizer, set_seed
 
 from .base_models import resolve_base_model
@@ -213,6 +214,7 @@ def evaluate(
     max_examples: Optional[int] = None,
     recipe: Optional[Recipe] = None,
     predict_both_orders: Sequence[str] = (),
+    bf16: bool = False,
 ) -> dict[str, Any]:
     """Score a bundle on a labelled split, or with `split="test"` write prediction files.
 
@@ -225,7 +227,9 @@ def evaluate(
     layout, `hf_pals.data.submission`) for the others; a task without a test split is reported as
     skipped. `max_examples` keeps the first rows of each split only, for quick checks.
     `predict_both_orders` names pair tasks to predict in both sentence orders (`TaskSpec.predict_both_orders`)
-    for this call, whatever the bundle says.
+    for this call, whatever the bundle says. `bf16` runs the forward passes under autocast to bfloat16, as
+    the final dev scoring of `train` runs with `training.bf16` (Accelerate wraps the model's forward so);
+    without it they run in float32, whose scores can differ from that report's in the last examples.
     """
 
     def head(dataset):
@@ -236,6 +240,9 @@ def evaluate(
         if task not in model.tasks:
             raise ValueError(f"--predict-both-orders: the model has no task {task!r}; its tasks are {sorted(model.tasks)}")
         model.tasks[task] = dataclasses.replace(model.tasks[task], predict_both_orders=True)
+    if bf16:
+        device_type = next(model.parameters()).device.type
+        model.forward = torch.autocast(device_type, dtype=torch.bfloat16)(model.forward)
     tasks = list(model.tasks)
     task_data = _bundle_task_data(model, recipe)
     if recipe is not None:

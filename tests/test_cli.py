@@ -141,3 +141,21 @@ def test_evaluate_predict_both_orders(trained, data_dir, tmp_path, capsys):
     assert "task 'sst': predict_both_orders needs a sentence pair" in capsys.readouterr().err
     assert main(args + ["--predict-both-orders", "nope"]) == 2
     assert "no task 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_bf16_scores_under_autocast(trained, data_dir, tmp_path):
+    from hf_pals.data import cs224n_path, load_cs224n_file
+    from hf_pals.evaluation import evaluate_tasks
+    from hf_pals.run import load_for_inference
+
+    out = tmp_path / "bf16.json"
+    args = ["evaluate", str(trained), "--data-dir", str(data_dir), "--split", "dev", "--max-examples", "48"]
+    assert main(args + ["--bf16", "--output", str(out)]) == 0
+    model, collator = load_for_inference(str(trained))
+    sets = {t: load_cs224n_file(cs224n_path(data_dir, t, "dev"), t).select(range(48)) for t in ("sst", "quora", "sts")}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        by_hand = evaluate_tasks(model, collator, sets)
+    report = json.loads(out.read_text())
+    for task in ("sst", "quora", "sts"):
+        assert report[task] == by_hand[task]
