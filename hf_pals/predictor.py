@@ -116,7 +116,8 @@ class MultiTaskPredictor:
         row goes through its task's adapter. A mixed batch pads every row to its longest one (a long packed
         pair next to short single sentences), so sorting first keeps the padding low, as `predict` (through
         `predict_outputs`) does for one task. Within a batch the items are grouped by task, so each task's
-        rows are one contiguous block, which the PAL layers slice instead of scattering."""
+        rows are one contiguous block, which the PAL layers slice instead of scattering. An item of a task
+        with `predict_both_orders` also runs as its swapped pair, and its two head outputs are averaged."""
         batch_size = batch_size or self.batch_size
         features = [dict(self._row(self._spec(task), inputs, i), task=task) for i, (task, inputs) in enumerate(items)]
         twin_of = {}  # the index of a pair run in its other order -> the item it belongs to (predict_both_orders)
