@@ -15,6 +15,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .data.pair_swap import swap_columns
 from .heads import predictions as head_predictions
 from .metrics import compute_overall, load_metric
 
@@ -52,8 +53,7 @@ def predict_outputs(model, collator, rows, task: str, batch_size: int = 128, dev
 
 def swap_pair(spec, row: dict[str, Any]) -> dict[str, Any]:
     """`row` with its two sentences (the task's text columns) exchanged."""
-    first, second = spec.text_columns
-    return {**row, first: row[second], second: row[first]}
+    return swap_columns(row, spec.text_columns)
 
 
 def _predict_rows(model, collator, rows, task: str, batch_size: int, device) -> torch.Tensor:

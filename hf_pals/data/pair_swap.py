@@ -41,6 +41,12 @@ class PairSwapConfig:
             raise ValueError(f"pair_swap.prob must be in [0, 1], got {self.prob}")
 
 
+def swap_columns(row: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    """A copy of `row` with the values of its two text `columns` exchanged (the pair as (b, a))."""
+    first, second = columns
+    return {**row, first: row[second], second: row[first]}
+
+
 class PairSwapAugmenter:
     """Swaps the two text columns of `config.tasks`' training rows with probability `config.prob`."""
 
@@ -57,13 +63,8 @@ class PairSwapAugmenter:
                 f"pair_swap.tasks: task {task!r} has {len(columns)} text column(s) {list(columns)}; "
                 "swapping needs a sentence pair"
             )
-        first, second = columns
-        out = []
-        for row, rng in zip(features, row_rngs(f"{self.seed}\x1fpair_swap\x1f{task}", features, columns)):
-            if rng.random() < self.config.prob:
-                row = {**row, first: row[second], second: row[first]}
-            out.append(row)
-        return out
+        rngs = row_rngs(f"{self.seed}\x1fpair_swap\x1f{task}", features, columns)
+        return [swap_columns(row, columns) if rng.random() < self.config.prob else row for row, rng in zip(features, rngs)]
 
 
-__all__ = ["PairSwapConfig", "PairSwapAugmenter"]
+__all__ = ["PairSwapConfig", "PairSwapAugmenter", "swap_columns"]
