@@ -96,25 +96,26 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         help="print benchmark figures as JSON (adapters: step time and memory; trainer; tasks: cost by task count; "
-        "serving: predictor throughput; processes: 2 CPU processes (DDP) against 1)",
+        "serving: predictor throughput; processes: 2 CPU processes (DDP) against 1; pal-bound: PAL steps with "
+        "TS(h) cut down to its products, the floor under any fused kernel)",
     )
-    bench.add_argument("which", choices=["adapters", "trainer", "tasks", "serving", "processes"])
+    bench.add_argument("which", choices=["adapters", "trainer", "tasks", "serving", "processes", "pal-bound"])
     bench.add_argument("--data-dir", required=True)
     bench.add_argument("--base-model", default="sentence-transformers/all-MiniLM-L6-v2")
     bench.add_argument(
         "--steps", type=int, help="trainer: steps of the timed run (default 40); processes: timed rounds (default 10)"
     )
     bench.add_argument(
-        "--batch-size", type=int, help="adapters, tasks: rows of the timed batch (default 32); processes: rows per process (16)"
+        "--batch-size", type=int, help="adapters, pal-bound, tasks: rows of the timed batch (default 32); processes: rows per process (16)"
     )
     bench.add_argument(
-        "--max-length", type=int, default=64, help="adapters, tasks, processes: tokens per row (padded to it)"
+        "--max-length", type=int, default=64, help="adapters, pal-bound, tasks, processes: tokens per row (padded to it)"
     )
-    bench.add_argument("--repeats", type=int, help="adapters (default 20), tasks (default 5): interleaved timed rounds")
+    bench.add_argument("--repeats", type=int, help="adapters, pal-bound (default 20), tasks (default 5): interleaved timed rounds")
     bench.add_argument(
         "--architecture",
         choices=["bert-base"],
-        help="adapters: time an encoder of this shape with random weights and --base-model's tokenizer",
+        help="adapters, pal-bound: time an encoder of this shape with random weights and --base-model's tokenizer",
     )
     bench.add_argument("--tasks", default="1,3,8,16", metavar="N1,N2,...", help="tasks: the task counts N")
     bench.add_argument(
@@ -206,8 +207,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.command == "bench":
             from .benchmarks import adapters, trainer
 
-            if args.which == "adapters":
-                result = adapters.run(
+            if args.which in ("adapters", "pal-bound"):
+                from .benchmarks import pal_bound
+
+                result = (adapters if args.which == "adapters" else pal_bound).run(
                     args.data_dir,
                     args.base_model,
                     batch_size=32 if args.batch_size is None else args.batch_size,
