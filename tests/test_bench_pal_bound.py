@@ -62,3 +62,8 @@ def test_pal_bound_benchmark_reports_every_cut(tiny_base, data_dir):
     assert set(over) == expected - {"full_finetune"}
     assert over["pal"] == pytest.approx(steps["pal"] / steps["full_finetune"], rel=0.05)  # one round: its own ratio
     assert result["products_alone_meet_target"]["pal"] == (over["pal/products"] <= 1.08)
+
+
+def test_unknown_architecture_is_refused_with_the_choices(tiny_base, data_dir):
+    with pytest.raises(ValueError, match="unknown architecture 'bert-huge'; choose from bert-base"):
+        pal_bound.run(str(data_dir), tiny_base, architecture="bert-huge")

@@ -29,7 +29,7 @@ import json
 import subprocess
 import sys
 import tempfile
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -241,14 +241,20 @@ def run(
 ) -> dict[str, Any]:
     """The benchmark's figures (module docstring). `architecture`: a name of `ARCHITECTURES`, to time
     an encoder of that shape with random weights and `base_model`'s tokenizer instead of `base_model`."""
+    return on_base(base_model, architecture, lambda base, label: _run(data_dir, base, label, batch_size, max_length, repeats))
+
+
+def on_base(base_model: str, architecture: Optional[str], measure: Callable[[str, str], Any]) -> Any:
+    """`measure(base, label)` on `base_model` (a directory or Hub id), or, with `architecture` (a name of
+    `ARCHITECTURES`), on an encoder of that shape with random weights and `base_model`'s tokenizer, saved
+    in a temporary directory for the call."""
     if architecture is None:
-        return _run(data_dir, resolve_base_model(base_model), base_model, batch_size, max_length, repeats)
+        return measure(resolve_base_model(base_model), base_model)
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose from {', '.join(ARCHITECTURES)}")
     with tempfile.TemporaryDirectory(prefix=f"hf_pals_{architecture}_") as directory:
         base = random_weights_encoder(resolve_base_model(base_model), ARCHITECTURES[architecture], directory)
-        label = f"{architecture} architecture, random weights, tokenizer of {base_model}"
-        return _run(data_dir, base, label, batch_size, max_length, repeats)
+        return measure(base, f"{architecture} architecture, random weights, tokenizer of {base_model}")
 
 
 def _run(data_dir: str, base: str, label: str, batch_size: int, max_length: int, repeats: int) -> dict[str, Any]:

@@ -22,16 +22,14 @@ set on each `PALLayer` of their own model (an instance attribute), never on the 
 from __future__ import annotations
 
 import copy
-import tempfile
 from types import MethodType
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 
-from ..base_models import resolve_base_model
 from ..tuner.layer import PALLayer
-from .adapters import ARCHITECTURES, build, candidate_loss, make_batch, random_weights_encoder
+from .adapters import build, candidate_loss, make_batch, on_base
 from .common import interleaved_times, medians, paired_ratio, train_step_fn
 
 
@@ -87,13 +85,7 @@ def run(
 ) -> dict[str, Any]:
     """The figures (module docstring) for `base_model`, or an encoder of `architecture`'s shape with
     random weights and `base_model`'s tokenizer (as `hf-pals bench adapters --architecture`)."""
-    if architecture is None:
-        return _run(data_dir, resolve_base_model(base_model), base_model, batch_size, max_length, repeats)
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; choose from {', '.join(ARCHITECTURES)}")
-    with tempfile.TemporaryDirectory(prefix=f"hf_pals_{architecture}_") as directory:
-        base = random_weights_encoder(resolve_base_model(base_model), ARCHITECTURES[architecture], directory)
-        return _run(data_dir, base, f"{architecture} architecture, random weights", batch_size, max_length, repeats)
+    return on_base(base_model, architecture, lambda base, label: _run(data_dir, base, label, batch_size, max_length, repeats))
 
 
 def _run(data_dir: str, base: str, label: str, batch_size: int, max_length: int, repeats: int) -> dict[str, Any]:
