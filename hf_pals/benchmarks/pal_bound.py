@@ -26,8 +26,8 @@ from types import MethodType
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 
+from ..tuner.attention import packed_projection
 from ..tuner.layer import PALLayer
 from .adapters import build, candidate_loss, make_batch, on_base
 from .common import interleaved_times, medians, paired_ratio, train_step_fn
@@ -38,7 +38,7 @@ def ts_products(layer: PALLayer, adapter_name: str, hidden_states: torch.Tensor,
     packed product of V_E h (timing only: no softmax, mask, dropout or GELU)."""
     x = layer.pals_encoder[adapter_name](hidden_states)
     projections = [getattr(layer, name)[adapter_name] for name in ("pals_query", "pals_key", "pals_value")]
-    qkv = F.linear(x, torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections]))
+    qkv = packed_projection(*projections, x, 1.0)
     batch, length, width = x.shape
     heads = layer.pals_num_heads[adapter_name]
     rows, head_size = batch * heads, width // heads
