@@ -103,6 +103,8 @@ EXPECTED_LEVERS = {
     "smart.yaml": {"smart"},
     "double_steps.yaml": {"sampling.steps_per_epoch", "training.max_steps", "training.warmup_steps"},
     "quora_swap.yaml": {"pair_swap"},
+    "encoder_lr_1e4.yaml": {"learning_rates.encoder"},
+    "combined.yaml": {"tasks.quora.pair_encoding", "tasks.quora.predict_both_orders", "augment"},
 }
 
 
