@@ -104,6 +104,7 @@ EXPECTED_LEVERS = {
     "double_steps.yaml": {"sampling.steps_per_epoch", "training.max_steps", "training.warmup_steps"},
     "quora_swap.yaml": {"pair_swap"},
     "encoder_lr_1e4.yaml": {"learning_rates.encoder"},
+    "encoder_lr_2e4.yaml": {"learning_rates.encoder"},
     "combined.yaml": {"tasks.quora.pair_encoding", "tasks.quora.predict_both_orders", "augment"},
 }
 
