@@ -1,6 +1,7 @@
 """`extends:` recipes: a recipe written against another holds only what it changes; mappings merge key
 by key, other values replace, `--set` applies last, and a missing base or a circle is an error naming
-the file. The shipped lever recipes are the main recipe plus exactly their lever."""
+the file. The shipped lever recipes are the levers' fixed baseline plus exactly their lever, and the main
+recipe is that baseline plus the levers it adopted."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from hf_pals.recipe import RecipeError, load_recipe, merge_recipe_values, read_r
 REPO = Path(__file__).resolve().parents[1]
 MAIN = REPO / "recipes" / "cs224n_pals.yaml"
 LEVERS = REPO / "recipes" / "levers"
+BASELINE = LEVERS / "baseline.yaml"
 
 
 def _write(path: Path, values) -> str:
@@ -105,19 +107,30 @@ EXPECTED_LEVERS = {
     "quora_swap.yaml": {"pair_swap"},
     "encoder_lr_1e4.yaml": {"learning_rates.encoder"},
     "encoder_lr_2e4.yaml": {"learning_rates.encoder"},
-    "combined.yaml": {"tasks.quora.pair_encoding", "tasks.quora.predict_both_orders", "augment"},
+    "combined.yaml": {
+        "learning_rates.encoder", "tasks.quora.pair_encoding", "tasks.quora.predict_both_orders", "augment"
+    },
 }
 
 
+#: The levers the main recipe has taken from the measured ones (README, "Quality over seeds").
+ADOPTED = {"learning_rates.encoder"}
+
+
 def test_every_lever_recipe_is_listed():
-    assert sorted(p.name for p in LEVERS.glob("*.yaml")) == sorted(EXPECTED_LEVERS)
+    assert sorted(p.name for p in LEVERS.glob("*.yaml")) == sorted([*EXPECTED_LEVERS, "baseline.yaml"])
 
 
 @pytest.mark.parametrize("lever", sorted(EXPECTED_LEVERS))
-def test_a_lever_recipe_is_the_main_recipe_plus_its_lever(lever):
-    main, values = read_recipe_values(str(MAIN)), read_recipe_values(str(LEVERS / lever))
-    assert _diff(main, values) == EXPECTED_LEVERS[lever] | {"output_dir"}
+def test_a_lever_recipe_is_the_baseline_plus_its_lever(lever):
+    baseline, values = read_recipe_values(str(BASELINE)), read_recipe_values(str(LEVERS / lever))
+    assert _diff(baseline, values) == EXPECTED_LEVERS[lever] | {"output_dir"}
     recipe = load_recipe(str(LEVERS / lever))  # and it passes every check
     assert set(recipe.task_specs()) == {"sst", "quora", "sts"}
     expected_steps = 3000 if lever == "double_steps.yaml" else 1500
     assert recipe.training_arguments().max_steps == expected_steps
+
+
+def test_the_main_recipe_is_the_baseline_plus_the_adopted_levers():
+    main, baseline = read_recipe_values(str(MAIN)), read_recipe_values(str(BASELINE))
+    assert _diff(baseline, main) == ADOPTED | {"output_dir"}
