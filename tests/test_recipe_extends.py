@@ -107,6 +107,7 @@ EXPECTED_LEVERS = {
     "quora_swap.yaml": {"pair_swap"},
     "encoder_lr_1e4.yaml": {"learning_rates.encoder"},
     "encoder_lr_2e4.yaml": {"learning_rates.encoder"},
+    "encoder_lr_1_5e4.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders"},
     "combined.yaml": {
         "learning_rates.encoder", "tasks.quora.pair_encoding", "tasks.quora.predict_both_orders", "augment"
     },
