@@ -143,11 +143,32 @@ def pearson_loss(outputs: torch.Tensor, labels: torch.Tensor, eps: float = 1e-8)
     return 1.0 - r
 
 
+#: CoSENT's scale on cosine-like scores in [0, 1] (sentence-transformers' CoSENTLoss default).
+COSENT_SCALE = 20.0
+
+
+def cosent_loss(outputs: torch.Tensor, labels: torch.Tensor, scale: float = COSENT_SCALE) -> torch.Tensor:
+    """CoSENT (Su, 2022; sentence-transformers' `CoSENTLoss`): log(1 + sum over pairs with y_i > y_j of
+    exp(scale * (s_j - s_i))).
+
+    It asks only that an example with a higher label get a higher score than one with a lower label, so
+    like 1 - Pearson it trains the ranking the STS metrics measure, but per pair of examples, with a
+    margin set by `scale`. `outputs` are scores in [0, 1] (the caller divides by `label_max`). Written out
+    here because sentence-transformers' class takes a SentenceTransformer model, not a batch of scores.
+    """
+    s = outputs.float().reshape(-1) * scale
+    y = labels.to(s.dtype).reshape(-1)
+    diffs = s[None, :] - s[:, None]  # [i, j] = s_j - s_i
+    diffs = diffs.masked_fill(~(y[:, None] > y[None, :]), float("-inf"))  # pairs with y_i > y_j
+    zero = torch.zeros(1, dtype=s.dtype, device=s.device)
+    return torch.logsumexp(torch.cat([zero, diffs.reshape(-1)]), dim=0)
+
+
 def task_loss(task: TaskSpec, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The task's loss on the head's raw outputs. Regression losses are computed on labels scaled to
     [0, 1] so that tasks with different label ranges have comparable loss magnitudes."""
     if task.loss == "cross_entropy":
-        return F.cross_entropy(outputs, labels.long())
+        return F.cross_entropy(outputs, labels.long(), label_smoothing=task.label_smoothing)
     if task.loss == "bce":
         return F.binary_cross_entropy_with_logits(outputs, labels.to(outputs.dtype))
     if task.loss == "mse":
@@ -155,6 +176,8 @@ def task_loss(task: TaskSpec, outputs: torch.Tensor, labels: torch.Tensor) -> to
         return F.mse_loss(outputs / scale, labels.to(outputs.dtype) / scale)
     if task.loss == "one_minus_pearson":
         return pearson_loss(outputs, labels)
+    if task.loss == "cosent":
+        return cosent_loss(outputs / task.label_max, labels)
     raise ValueError(f"task {task.name!r}: unknown loss {task.loss!r}")
 
 

@@ -15,7 +15,9 @@ POOLINGS = ("cls", "mean", "max")
 HEADS = ("linear", "cosine", "cosine_relu", "linear_cosine")
 #: Heads that compare the two sentence vectors of a siamese pair, so need one.
 SIAMESE_HEADS = ("cosine", "cosine_relu", "linear_cosine")
-LOSSES = ("cross_entropy", "bce", "mse", "one_minus_pearson")
+LOSSES = ("cross_entropy", "bce", "mse", "one_minus_pearson", "cosent")
+#: Losses that score the ranking of a batch's regression scores, so suit regression tasks only.
+RANKING_LOSSES = ("one_minus_pearson", "cosent")
 
 _DEFAULT_LOSS = {"classification": "cross_entropy", "binary": "bce", "regression": "mse"}
 _DEFAULT_METRIC = {"classification": "accuracy", "binary": "accuracy", "regression": "pearsonr"}
@@ -50,8 +52,12 @@ class TaskSpec:
             "cosine" (cos(u, v) scaled to `label_max`), "cosine_relu" (ReLU(cos(u, v)) * label_max, the
             CS224N reports' STS head) or "linear_cosine" (a shared linear projection W, then cos(Wu, Wv):
             a logit s * (cos - t) with learnable s, t for binary tasks, cos * label_max for regression).
-        loss: "cross_entropy", "bce", "mse" or "one_minus_pearson" (1 - Pearson r of the batch's scores
-            and labels; regression only); defaults by kind.
+        loss: "cross_entropy", "bce", "mse", "one_minus_pearson" (1 - Pearson r of the batch's scores
+            and labels; regression only) or "cosent" (CoSENT, Su 2022, sentence-transformers' CoSENTLoss:
+            for every pair of examples with labels y_i > y_j, log(1 + sum exp(20 (s_j - s_i))) on the
+            scores s scaled to [0, 1] by `label_max`; regression only); defaults by kind.
+        label_smoothing: for cross_entropy, the mass spread evenly over the classes (torch's
+            `cross_entropy(label_smoothing=...)`, Szegedy et al., 2016); 0 = none.
         label_max: the top of a regression label's range (5 for STS); labels lie in [0, label_max].
         metric: the task's main metric, or a list of metrics whose first is the main one (`metric: [f1,
             accuracy]`): "accuracy", "f1", "matthews_correlation" (classification and binary tasks),
@@ -87,6 +93,7 @@ class TaskSpec:
     metrics: Optional[tuple[str, ...]] = None
     label_names: Optional[tuple[str, ...]] = None
     predict_both_orders: bool = False
+    label_smoothing: float = 0.0
 
     def __post_init__(self):
         self.text_columns = tuple(self.text_columns)
@@ -121,8 +128,12 @@ class TaskSpec:
             raise ValueError(f"{where}: head {self.head!r} needs a sentence pair with pair_encoding 'siamese'")
         if self.head == "linear_cosine" and self.kind == "classification":
             raise ValueError(f"{where}: head 'linear_cosine' gives one score, it suits binary or regression tasks")
-        if self.loss == "one_minus_pearson" and self.kind != "regression":
-            raise ValueError(f"{where}: loss 'one_minus_pearson' needs kind 'regression', got {self.kind!r}")
+        if self.loss in RANKING_LOSSES and self.kind != "regression":
+            raise ValueError(f"{where}: loss {self.loss!r} needs kind 'regression', got {self.kind!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"{where}: label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.label_smoothing and self.loss != "cross_entropy":
+            raise ValueError(f"{where}: label_smoothing needs loss 'cross_entropy', got loss {self.loss!r}")
 
     def _set_metrics(self, where: str) -> None:
         """`metric` (a name or a list) and `metrics` -> `metric` the main name, `metrics` all, main first."""

@@ -1,4 +1,5 @@
-"""Heads and losses: cosine with ReLU, linear + cosine, 1 - Pearson, and the choices a TaskSpec checks."""
+"""Heads and losses: cosine with ReLU, linear + cosine, 1 - Pearson, CoSENT, label smoothing, and the choices a
+TaskSpec checks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_pals.heads import LINEAR_COSINE_SCALE, LINEAR_COSINE_THRESHOLD, TaskHead, pearson_loss, pool, task_loss
+from hf_pals.heads import (
+    COSENT_SCALE,
+    LINEAR_COSINE_SCALE,
+    LINEAR_COSINE_THRESHOLD,
+    TaskHead,
+    cosent_loss,
+    pearson_loss,
+    pool,
+    task_loss,
+)
 from hf_pals.tasks import TaskSpec, cs224n_task
 
 D = 8
@@ -109,6 +119,58 @@ def test_one_minus_pearson_is_the_chosen_loss_and_has_gradients():
 def test_one_minus_pearson_is_for_regression_only():
     with pytest.raises(ValueError, match="one_minus_pearson"):
         cs224n_task("quora", loss="one_minus_pearson")
+
+
+def _cosent_by_hand(scores, labels, scale=COSENT_SCALE):
+    """CoSENT written as a loop over the ordered pairs: log(1 + sum_{y_i > y_j} exp(scale (s_j - s_i)))."""
+    terms = [
+        math.exp(scale * (scores[j] - scores[i]))
+        for i in range(len(labels)) for j in range(len(labels)) if labels[i] > labels[j]
+    ]
+    return math.log(1.0 + sum(terms))
+
+
+def test_cosent_equals_its_pairwise_sum():
+    g = torch.Generator().manual_seed(3)
+    scores, labels = torch.rand(7, generator=g), torch.tensor([0.0, 1.2, 3.4, 3.4, 5.0, 2.0, 0.6])
+    assert cosent_loss(scores, labels).item() == pytest.approx(_cosent_by_hand(scores.tolist(), labels.tolist()), rel=1e-5)
+    # scores ranked like the labels, far apart: no loss left; ranked the other way: a large loss
+    assert cosent_loss(labels, labels).item() == pytest.approx(0.0, abs=1e-4)
+    assert cosent_loss(-labels, labels).item() > 50
+    # ties in the labels make no pair; one example or constant labels: log 1 = 0
+    assert cosent_loss(torch.tensor([0.2, 0.9]), torch.tensor([3.0, 3.0])).item() == 0.0
+    assert cosent_loss(torch.tensor([0.2]), torch.tensor([3.0])).item() == 0.0
+
+
+def test_cosent_is_the_chosen_loss_on_scores_scaled_by_label_max_and_has_gradients():
+    spec = cs224n_task("sts", pair_encoding="siamese", head="cosine", loss="cosent")
+    u, v = _pair()
+    u.requires_grad_(True)
+    labels = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    outputs = TaskHead(spec, D)(u, v)
+    loss = task_loss(spec, outputs, labels)
+    cosines = F.cosine_similarity(u, v, dim=-1)  # the head's outputs are cos * 5; CoSENT sees cos
+    assert loss.item() == pytest.approx(_cosent_by_hand(cosines.tolist(), labels.tolist()), rel=1e-5)
+    loss.backward()
+    assert u.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="cosent"):
+        cs224n_task("sst", loss="cosent")
+
+
+def test_label_smoothing_is_torchs_and_for_cross_entropy_only():
+    spec = cs224n_task("sst", label_smoothing=0.1)
+    outputs, labels = torch.tensor([[2.0, 0.5, 0.0, -1.0, 0.3], [0.0, 0.0, 3.0, 0.0, 0.0]]), torch.tensor([0, 4])
+    expected = F.cross_entropy(outputs, labels, label_smoothing=0.1)
+    assert torch.allclose(task_loss(spec, outputs, labels), expected)
+    assert not torch.allclose(expected, F.cross_entropy(outputs, labels))  # the option does something
+    # by hand: (1 - 0.1) * NLL of the label + 0.1 * the mean NLL over the 5 classes
+    logp = F.log_softmax(outputs, -1)
+    by_hand = (0.9 * -logp[torch.arange(2), labels] + 0.1 * -logp.mean(-1)).mean()
+    assert torch.allclose(expected, by_hand)
+    with pytest.raises(ValueError, match="label_smoothing needs loss 'cross_entropy'"):
+        cs224n_task("quora", label_smoothing=0.1)
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\)"):
+        cs224n_task("sst", label_smoothing=1.0)
 
 
 @pytest.mark.parametrize(

@@ -108,6 +108,12 @@ EXPECTED_LEVERS = {
     "encoder_lr_1e4.yaml": {"learning_rates.encoder"},
     "encoder_lr_2e4.yaml": {"learning_rates.encoder"},
     "encoder_lr_1_5e4.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders"},
+    "batch16.yaml": {
+        "learning_rates.encoder", "tasks.quora.predict_both_orders", "sampling.steps_per_epoch",
+        "training.max_steps", "training.warmup_steps", "training.per_device_train_batch_size",
+    },
+    "sts_cosent.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "tasks.sts.loss"},
+    "sst_label_smoothing.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "tasks.sst.label_smoothing"},
     "combined.yaml": {
         "learning_rates.encoder", "tasks.quora.pair_encoding", "tasks.quora.predict_both_orders", "augment"
     },
@@ -128,7 +134,7 @@ def test_a_lever_recipe_is_the_baseline_plus_its_lever(lever):
     assert _diff(baseline, values) == EXPECTED_LEVERS[lever] | {"output_dir"}
     recipe = load_recipe(str(LEVERS / lever))  # and it passes every check
     assert set(recipe.task_specs()) == {"sst", "quora", "sts"}
-    expected_steps = 3000 if lever == "double_steps.yaml" else 1500
+    expected_steps = 3000 if lever in ("double_steps.yaml", "batch16.yaml") else 1500
     assert recipe.training_arguments().max_steps == expected_steps
 
 
