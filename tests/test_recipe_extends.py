@@ -114,6 +114,9 @@ EXPECTED_LEVERS = {
     },
     "sts_cosent.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "tasks.sts.loss"},
     "sst_label_smoothing.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "tasks.sst.label_smoothing"},
+    "quora_linear_cosine.yaml": {
+        "learning_rates.encoder", "tasks.quora.predict_both_orders", "tasks.quora.pair_encoding", "tasks.quora.head",
+    },
     "combined.yaml": {
         "learning_rates.encoder", "tasks.quora.pair_encoding", "tasks.quora.predict_both_orders", "augment"
     },
