@@ -117,6 +117,11 @@ EXPECTED_LEVERS = {
     "quora_linear_cosine.yaml": {
         "learning_rates.encoder", "tasks.quora.predict_both_orders", "tasks.quora.pair_encoding", "tasks.quora.head",
     },
+    "selection.yaml": {
+        "learning_rates.encoder", "tasks.quora.predict_both_orders", "data.validation_fraction",
+        "data.selection_split", "training.eval_strategy", "training.eval_steps", "training.load_best_model_at_end",
+        "training.metric_for_best_model",
+    },
     "combined.yaml": {
         "learning_rates.encoder", "tasks.quora.pair_encoding", "tasks.quora.predict_both_orders", "augment"
     },
