@@ -100,7 +100,12 @@ class PALConfig(PeftConfig):
         return super().__new__(cls)
 
     def __post_init__(self):
+        # PEFT >= 0.22 refuses a str `target_modules` beside `layers_to_transform`, because its own tuners
+        # would ignore the layers. Here the regex is derived from those layers (below), so a saved config
+        # holds both; PEFT's checks run with the regex set aside.
+        target_modules, self.target_modules = self.target_modules, None
         super().__post_init__()
+        self.target_modules = target_modules
         self.peft_type = PALS_PEFT_TYPE
         if isinstance(self.layers_to_transform, int):
             self.layers_to_transform = [self.layers_to_transform]
