@@ -16,7 +16,8 @@ HEADS = ("linear", "cosine", "cosine_relu", "linear_cosine")
 #: Heads that compare the two sentence vectors of a siamese pair, so need one.
 SIAMESE_HEADS = ("cosine", "cosine_relu", "linear_cosine")
 LOSSES = ("cross_entropy", "bce", "mse", "one_minus_pearson", "cosent")
-#: Losses that score the ranking of a batch's regression scores, so suit regression tasks only.
+#: Losses that compare a batch's regression scores with each other (Pearson r, pairwise order), so suit
+#: regression tasks only.
 RANKING_LOSSES = ("one_minus_pearson", "cosent")
 
 _DEFAULT_LOSS = {"classification": "cross_entropy", "binary": "bce", "regression": "mse"}
