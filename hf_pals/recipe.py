@@ -82,6 +82,8 @@ class Recipe:
     eval_batch_size: int = 128
     #: SMART (`hf_pals.training.smart.SMARTConfig`): `smart: {weights: {sst: 0.5}, epsilon: ..., steps: 1}`.
     smart: Optional[Any] = None
+    #: R-Drop (`hf_pals.training.r_drop.RDropConfig`): `r_drop: {weights: {sst: 1.0}}`.
+    r_drop: Optional[Any] = None
     #: EDA augmentation (`hf_pals.data.augment.AugmentConfig`): `augment: {tasks: [sst], alpha: 0.1, ...}`.
     augment: Optional[Any] = None
     #: Pair swapping for symmetric pair tasks (`hf_pals.data.pair_swap.PairSwapConfig`):
@@ -253,6 +255,7 @@ def parse_recipe(values: dict[str, Any], source: str = "<recipe>") -> Recipe:
     recipe.pal_config()
     for section, names in (
         ("smart.weights", set(recipe.smart.weights) if recipe.smart else set()),
+        ("r_drop.weights", set(recipe.r_drop.weights) if recipe.r_drop else set()),
         ("augment.tasks", set(recipe.augment.tasks) if recipe.augment else set()),
         ("pair_swap.tasks", set(recipe.pair_swap.tasks) if recipe.pair_swap else set()),
     ):
@@ -286,12 +289,13 @@ def _adapter_section(value: Any, source: str) -> Optional[dict[str, Any]]:
 
 
 def _build_training_methods(values: dict[str, Any], source: str) -> None:
-    """Build the optional `smart`, `augment` and `weight_averaging` sections in place (imported here: only
-    recipes that use them pay for the imports)."""
+    """Build the optional `smart`, `r_drop`, `augment`, `pair_swap` and `weight_averaging` sections in place
+    (imported here: only recipes that use them pay for the imports)."""
     import importlib
 
     for section, module, name in (
         ("smart", ".training.smart", "SMARTConfig"),
+        ("r_drop", ".training.r_drop", "RDropConfig"),
         ("augment", ".data.augment", "AugmentConfig"),
         ("pair_swap", ".data.pair_swap", "PairSwapConfig"),
         ("weight_averaging", ".training.weight_averaging", "WeightAveragingConfig"),

@@ -156,6 +156,7 @@ def train(recipe: Recipe, resume: Union[bool, str, None] = None, callbacks: Opti
         multitask=recipe.multitask,
     )
     trainer.smart = recipe.smart  # SMART (hf_pals.training.smart) for the tasks it weighs, or None
+    trainer.r_drop = recipe.r_drop  # R-Drop (hf_pals.training.r_drop) for the tasks it weighs, or None
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume or None)  # with weight_averaging, ends with the averaged weights
     train_seconds = time.perf_counter() - started

@@ -122,6 +122,10 @@ EXPECTED_LEVERS = {
         "data.selection_split", "training.eval_strategy", "training.eval_steps", "training.load_best_model_at_end",
         "training.metric_for_best_model",
     },
+    "adapters_lr_3e4.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "learning_rates.adapters"},
+    "heads_lr_3e4.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "learning_rates.heads"},
+    "pal_dropout_0.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "adapter.pal_dropout"},
+    "sst_r_drop.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "r_drop"},
     "combined.yaml": {
         "learning_rates.encoder", "tasks.quora.pair_encoding", "tasks.quora.predict_both_orders", "augment"
     },

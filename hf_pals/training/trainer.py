@@ -256,7 +256,8 @@ class MultiTaskTrainer(Trainer):
     # ----------------------------------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The task's loss; in training, plus λ_s R_s (SMART, `hf_pals.training.smart`) for the tasks with a
-        weight in `self.smart` (a `SMARTConfig`; set the attribute after building the trainer).
+        weight in `self.smart` (a `SMARTConfig`; set the attribute after building the trainer), and R-Drop's
+        two-pass loss (`hf_pals.training.r_drop`) for the tasks with a weight in `self.r_drop` (an `RDropConfig`).
         A joint batch gives the balanced combination of every task's loss (`_compute_joint_loss`)."""
         if JOINT_KEY in inputs:
             return self._compute_joint_loss(model, inputs[JOINT_KEY], return_outputs)
@@ -269,6 +270,13 @@ class MultiTaskTrainer(Trainer):
             rng_state = capture_rng_state()
         outputs = model(**inputs)
         loss = outputs["loss"]
+        r_drop = getattr(self, "r_drop", None)
+        r_drop_weight = r_drop.weight(task) if r_drop is not None and model.training else 0.0
+        if r_drop_weight > 0:  # a second pass with its own dropout masks (hf_pals.training.r_drop)
+            from .r_drop import r_drop_loss
+
+            spec = self.accelerator.unwrap_model(model).tasks[task]
+            loss = r_drop_loss(outputs, model(**inputs), spec.kind, r_drop_weight, spec.label_max)
         if smart_weight > 0:
             penalty = smart_penalty(
                 self.accelerator.unwrap_model(model),
