@@ -125,6 +125,8 @@ EXPECTED_LEVERS = {
     "adapters_lr_3e4.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "learning_rates.adapters"},
     "heads_lr_3e4.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "learning_rates.heads"},
     "pal_dropout_0.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "adapter.pal_dropout"},
+    "pal_dropout_02.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "adapter.pal_dropout"},
+    "heads_lr_1e4.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "learning_rates.heads"},
     "sst_r_drop.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "r_drop"},
     "combined.yaml": {
         "learning_rates.encoder", "tasks.quora.pair_encoding", "tasks.quora.predict_both_orders", "augment"
