@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from datasets import Dataset
-from transformers import AutoTokenizer, TrainerCallback, TrainingArguments
+from transformers import AutoTokenizer, TrainingArguments
 
 from hf_pals import PALConfig
 from hf_pals.cli import main
@@ -24,6 +24,7 @@ from hf_pals.tasks import cs224n_task
 from hf_pals.training import MultiTaskTrainer
 from hf_pals.training.gradient_surgery import PCGRAD_KEY, count_conflicts, pcgrad
 from hf_pals.training.joint import JOINT_KEY, JointBatchSampler, JointCollator, MultitaskConfig
+from test_trainer import _Kill
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "recipes" / "tiny.yaml"
@@ -79,17 +80,6 @@ def _trainer(tiny_base, output_dir, multitask, max_steps=6, callbacks=None, **ar
         callbacks=callbacks,
         multitask={"step_mode": "joint", "memory_size": 4, **multitask},
     )
-
-
-class _Kill(TrainerCallback):
-    """Stops the run hard after `at` steps, as a SIGKILL would (no clean shutdown)."""
-
-    def __init__(self, at):
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise KeyboardInterrupt("killed")
 
 
 # ------------------------------------------------------------------------------------------- batches

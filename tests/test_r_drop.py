@@ -9,25 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from datasets import Dataset
-from transformers import AutoTokenizer, TrainerCallback, TrainingArguments
 
-from hf_pals import PALConfig
-from hf_pals.data.multitask import MultiTaskCollator
-from hf_pals.modeling import MultiTaskModel
 from hf_pals.recipe import RecipeError, load_recipe
-from hf_pals.tasks import cs224n_task
-from hf_pals.training import MultiTaskTrainer
 from hf_pals.training.r_drop import RDropConfig, r_drop_loss
+from test_smart import _batch
+from test_smart import _trainer as smart_trainer
+from test_trainer import _Kill
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = {
-    "sst": [{"sentence1": "a gripping , funny film", "label": 4}, {"sentence1": "dull and slow", "label": 0}],
-    "sts": [
-        {"sentence1": "a man plays a guitar .", "sentence2": "a man is playing guitar .", "label": 4.6},
-        {"sentence1": "a cat sleeps .", "sentence2": "stocks fell today .", "label": 0.2},
-    ],
-}
 
 
 def test_classification_loss_is_the_papers_formula():
@@ -58,39 +47,9 @@ def test_config_checks_its_weights():
         RDropConfig(weights={"sst": -0.1})
 
 
-def _model(tiny_base):
-    torch.manual_seed(0)
-    tasks = {"sst": cs224n_task("sst"), "sts": cs224n_task("sts", pair_encoding="siamese", head="cosine")}
-    return MultiTaskModel.from_base(tiny_base, tasks, PALConfig(init_pal_weights="bert"))
-
-
-def _batch(tiny_base, model, task):
-    collator = MultiTaskCollator(AutoTokenizer.from_pretrained(tiny_base), model.tasks, max_length=32)
-    return collator([dict(r, task=task) for r in ROWS[task]])
-
-
 def _trainer(tiny_base, output_dir, r_drop=None, callbacks=None):
-    model = _model(tiny_base)
-    words = "good bad film plot actor great boring fun slow rice cook paris music happy sad".split()
-    g = torch.Generator().manual_seed(0)
-
-    def sentence():
-        return " ".join(words[int(i)] for i in torch.randint(len(words), (6,), generator=g))
-
-    data = {
-        "sst": Dataset.from_list([{"sentence1": sentence(), "label": i % 5} for i in range(16)]),
-        "sts": Dataset.from_list(
-            [{"sentence1": sentence(), "sentence2": sentence(), "label": float(i % 6) * 0.9} for i in range(16)]
-        ),
-    }
-    args = TrainingArguments(
-        output_dir=str(output_dir), max_steps=4, per_device_train_batch_size=4, learning_rate=1e-3, seed=5,
-        use_cpu=True, report_to="none", save_steps=2, logging_steps=2,
-    )
-    trainer = MultiTaskTrainer(
-        model, args, train_datasets=data, tokenizer=AutoTokenizer.from_pretrained(tiny_base), max_length=16,
-        callbacks=callbacks,
-    )
+    """test_smart's trainer (SST and a siamese STS on a tiny base, 4 steps) with R-Drop instead of SMART."""
+    trainer = smart_trainer(tiny_base, output_dir, callbacks=callbacks)
     trainer.r_drop = r_drop
     return trainer
 
@@ -116,17 +75,6 @@ def test_trainer_runs_two_passes_on_weighted_tasks_in_training_only(tiny_base, t
 
     model.eval()  # evaluation: one pass, the plain loss
     assert torch.equal(trainer.compute_loss(model, sst), model(**sst)["loss"])
-
-
-class _Kill(TrainerCallback):
-    """Stops the run hard after `at` steps, as a SIGKILL would."""
-
-    def __init__(self, at):
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise KeyboardInterrupt("killed")
 
 
 def test_a_killed_run_with_r_drop_resumes_to_the_same_weights(tiny_base, tmp_path):

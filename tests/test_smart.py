@@ -6,7 +6,7 @@ import pytest
 import torch
 from datasets import Dataset
 from torch import nn
-from transformers import AutoTokenizer, TrainerCallback, TrainingArguments
+from transformers import AutoTokenizer, TrainingArguments
 
 from hf_pals import PALConfig
 from hf_pals.data.multitask import MultiTaskCollator
@@ -14,6 +14,7 @@ from hf_pals.modeling import MultiTaskModel
 from hf_pals.tasks import cs224n_task
 from hf_pals.training import MultiTaskTrainer
 from hf_pals.training.smart import SMARTConfig, smart_penalty, smoothness_regularizer, symmetric_divergence
+from test_trainer import _Kill
 
 KINDS = ["classification", "binary", "regression"]
 BIG = dict(epsilon=0.1, step_size=0.1, noise_var=0.01, steps=1)
@@ -215,17 +216,6 @@ def test_weight_zero_gives_exactly_the_plain_loss_and_a_weight_adds_the_penalty(
     plain = model(**_batch(tiny_base, model, "sts"))["loss"]
     torch.manual_seed(7)
     assert torch.equal(trainer.compute_loss(model, _batch(tiny_base, model, "sts")), plain)
-
-
-class _Kill(TrainerCallback):
-    """Stops the run hard after `at` steps, as a SIGKILL would."""
-
-    def __init__(self, at):
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise KeyboardInterrupt("killed")
 
 
 def test_a_killed_run_with_smart_and_augmentation_resumes_to_the_same_weights(tiny_base, tmp_path):
