@@ -6,6 +6,7 @@ A `TaskSpec` is plain data (it round-trips through JSON in a saved bundle and th
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
@@ -77,6 +78,11 @@ class TaskSpec:
             outputs (logits, or scores for regression), in evaluation and in the predictor (test-time
             augmentation; twice the encoder rows). Training is unchanged (recipe `pair_swap` shows the
             training pairs in both orders). Not for entailment, where the order carries the label.
+        loss_weight: a static weight on the task's training loss (MT-DNN's and jiant's per-task loss
+            weights): in a one-task step the task's gradient is scaled by it, so with AdamW, whose
+            second moments average over every task's steps, the task moves the shared encoder more (> 1)
+            or less (< 1) than the others. Applied in training only, before any loss balancing of joint
+            steps; evaluation losses and the logged per-task losses are unweighted. 1 = none.
     """
 
     name: str
@@ -95,6 +101,7 @@ class TaskSpec:
     label_names: Optional[tuple[str, ...]] = None
     predict_both_orders: bool = False
     label_smoothing: float = 0.0
+    loss_weight: float = 1.0
 
     def __post_init__(self):
         self.text_columns = tuple(self.text_columns)
@@ -135,6 +142,8 @@ class TaskSpec:
             raise ValueError(f"{where}: label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.label_smoothing and self.loss != "cross_entropy":
             raise ValueError(f"{where}: label_smoothing needs loss 'cross_entropy', got loss {self.loss!r}")
+        if not (isinstance(self.loss_weight, (int, float)) and math.isfinite(self.loss_weight) and self.loss_weight > 0):
+            raise ValueError(f"{where}: loss_weight must be a finite number > 0, got {self.loss_weight!r}")
 
     def _set_metrics(self, where: str) -> None:
         """`metric` (a name or a list) and `metrics` -> `metric` the main name, `metrics` all, main first."""

@@ -128,6 +128,7 @@ EXPECTED_LEVERS = {
     "pal_dropout_02.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "adapter.pal_dropout"},
     "heads_lr_1e4.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "learning_rates.heads"},
     "sst_r_drop.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "r_drop"},
+    "sst_loss_weight_2.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "tasks.sst.loss_weight"},
     "cosine_schedule.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "training.lr_scheduler_type"},
     "combined.yaml": {
         "learning_rates.encoder", "tasks.quora.pair_encoding", "tasks.quora.predict_both_orders", "augment"

@@ -257,7 +257,8 @@ class MultiTaskTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The task's loss; in training, plus λ_s R_s (SMART, `hf_pals.training.smart`) for the tasks with a
         weight in `self.smart` (a `SMARTConfig`; set the attribute after building the trainer), and R-Drop's
-        two-pass loss (`hf_pals.training.r_drop`) for the tasks with a weight in `self.r_drop` (an `RDropConfig`).
+        two-pass loss (`hf_pals.training.r_drop`) for the tasks with a weight in `self.r_drop` (an `RDropConfig`);
+        in training, times the task's `loss_weight` (`TaskSpec`).
         A joint batch gives the balanced combination of every task's loss (`_compute_joint_loss`)."""
         if JOINT_KEY in inputs:
             return self._compute_joint_loss(model, inputs[JOINT_KEY], return_outputs)
@@ -299,6 +300,9 @@ class MultiTaskTrainer(Trainer):
             self._log_sampling_epoch()
             if os.environ.get(TASK_LOG_ENV):
                 self._write_task_log(step=self.state.global_step, task=task, batch=tensor_digest(inputs["input_ids"]))
+            loss_weight = self.accelerator.unwrap_model(model).tasks[task].loss_weight
+            if loss_weight != 1.0:  # after the log: the logged per-task losses stay comparable across recipes
+                loss = loss * loss_weight
         return (loss, outputs) if return_outputs else loss
 
     def _compute_joint_loss(self, model, batches: dict[str, dict], return_outputs: bool = False):
