@@ -263,6 +263,7 @@ class MultiTaskTrainer(Trainer):
         if JOINT_KEY in inputs:
             return self._compute_joint_loss(model, inputs[JOINT_KEY], return_outputs)
         task = inputs["task"]
+        spec = self.accelerator.unwrap_model(model).tasks[task]
         smart = getattr(self, "smart", None)
         smart_weight = smart.weight(task) if smart is not None and model.training else 0.0
         if smart_weight > 0:
@@ -276,7 +277,6 @@ class MultiTaskTrainer(Trainer):
         if r_drop_weight > 0:  # a second pass with its own dropout masks (hf_pals.training.r_drop)
             from .r_drop import r_drop_loss
 
-            spec = self.accelerator.unwrap_model(model).tasks[task]
             loss = r_drop_loss(outputs, model(**inputs), spec.kind, r_drop_weight, spec.label_max)
         if smart_weight > 0:
             penalty = smart_penalty(
@@ -300,9 +300,8 @@ class MultiTaskTrainer(Trainer):
             self._log_sampling_epoch()
             if os.environ.get(TASK_LOG_ENV):
                 self._write_task_log(step=self.state.global_step, task=task, batch=tensor_digest(inputs["input_ids"]))
-            loss_weight = self.accelerator.unwrap_model(model).tasks[task].loss_weight
-            if loss_weight != 1.0:  # after the log: the logged per-task losses stay comparable across recipes
-                loss = loss * loss_weight
+            if spec.loss_weight != 1.0:  # after the log: the logged per-task losses stay comparable across recipes
+                loss = loss * spec.loss_weight
         return (loss, outputs) if return_outputs else loss
 
     def _compute_joint_loss(self, model, batches: dict[str, dict], return_outputs: bool = False):
