@@ -2,7 +2,7 @@
 
     hf-pals train RECIPE.yaml [--data-dir D] [--output-dir O] [--max-steps N] [--seed S | --seeds 1,2,3] [--resume] [--init-from M] [--set k=v ...]
     hf-pals pretrain RECIPE.yaml [--data-dir D] [--output-dir O] [--resume] [--set k=v ...]
-    hf-pals evaluate MODEL_DIR [--data-dir D] [--recipe R.yaml] --split dev|train|test [--output report.json] [--max-examples N] [--predict-both-orders quora] [--bf16]
+    hf-pals evaluate MODEL_DIR [MODEL_DIR ...] [--data-dir D] [--recipe R.yaml] --split dev|train|test [--output report.json] [--max-examples N] [--predict-both-orders quora] [--bf16]
     hf-pals push MODEL_DIR REPO_ID [--private] [--token T] [--revision BRANCH] [--dataset TASK=DATASET_ID ...]
     hf-pals plot RUN_DIR [--output-dir D]
     hf-pals soup MODEL_DIR [MODEL_DIR ...] --output-dir OUT
@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe field")
 
     evaluate = sub.add_parser("evaluate", help="score a saved model on a split (or predict the test split)")
-    evaluate.add_argument("model_dir")
+    evaluate.add_argument(
+        "model_dir", nargs="+", help="a saved model; several are scored as one ensemble (probabilities averaged)"
+    )
     evaluate.add_argument("--data-dir", help="the CS224N files' directory (overrides the recipe's data.dir)")
     evaluate.add_argument("--recipe", help="the recipe that says where each task's data is (default: CS224N files)")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")

@@ -146,16 +146,24 @@ def evaluate_tasks(model, collator, datasets: dict[str, Any], batch_size: int = 
     Returns `{set: {metric: value}, ..., "overall": s, "overall_formula": f, "main_metrics": {set: key}}`,
     where `overall_score` gives `s` and `f`, and `main_metrics` names each set's main metric's report key.
     """
+    return evaluate_predictions(
+        model.tasks, datasets, lambda dataset, task: predict(model, collator, dataset, task, batch_size=batch_size)
+    )
+
+
+def evaluate_predictions(tasks: dict[str, Any], datasets: dict[str, Any], predict_fn) -> dict[str, Any]:
+    """`evaluate_tasks` for any predictor: `tasks` maps task names to specs and `predict_fn(dataset, task)`
+    gives the predictions of a set's rows in row order (a model, or an ensemble: `hf_pals.ensemble`)."""
     report: dict[str, Any] = {}
     specs: dict[str, Any] = {}
     for set_name, dataset in datasets.items():
         task = task_of_set(set_name)
-        if task not in model.tasks:
+        if task not in tasks:
             raise ValueError(
-                f"evaluation set {set_name!r}: the model has no task {task!r}; its tasks are {sorted(model.tasks)}"
+                f"evaluation set {set_name!r}: the model has no task {task!r}; its tasks are {sorted(tasks)}"
             )
-        specs[set_name] = spec = model.tasks[task]
-        preds = predict(model, collator, dataset, task, batch_size=batch_size)
+        specs[set_name] = spec = tasks[task]
+        preds = predict_fn(dataset, task)
         refs = np.asarray(dataset["label"])
         report[set_name] = score(spec, preds, refs)
     report["overall"], report["overall_formula"] = overall_score(specs, report)

@@ -20,7 +20,8 @@ from .data.multitask import MultiTaskCollator
 from .data.sources import TaskData, load_task_sets, load_task_split, task_splits
 from .data.submission import submission_file_name, write_submission
 from .data.validation import carve_validation
-from .evaluation import evaluate_tasks, predict
+from .ensemble import Ensemble
+from .evaluation import evaluate_predictions, evaluate_tasks
 from .encoder_dropout import use_fast_dropout
 from .growing import grow_model
 from .model_selection import early_stopping_callbacks, evaluation_split, selection_report
@@ -206,7 +207,7 @@ def load_for_inference(model_dir: str, allow_pickle: bool = False):
 
 
 def evaluate(
-    model_dir: str,
+    model_dir: Union[str, Sequence[str]],
     data_dir: Optional[str] = None,
     split: str = "dev",
     output: Optional[str] = None,
@@ -231,19 +232,16 @@ def evaluate(
     for this call, whatever the bundle says. `bf16` runs the forward passes under autocast to bfloat16, as
     the final dev scoring of `train` runs with `training.bf16` (Accelerate wraps the model's forward so);
     without it they run in float32, whose scores can differ from that report's in the last examples.
+
+    Several `model_dir`s are scored as one prediction ensemble (`hf_pals.ensemble`: the members' probabilities
+    or scores averaged); the report then lists them under "ensemble", and test predictions need `output`.
     """
 
     def head(dataset):
         return dataset if max_examples is None else dataset.select(range(min(max_examples, len(dataset))))
 
-    model, collator = load_for_inference(model_dir)
-    for task in predict_both_orders:  # test-time pair symmetry for a bundle trained without it set
-        if task not in model.tasks:
-            raise ValueError(f"--predict-both-orders: the model has no task {task!r}; its tasks are {sorted(model.tasks)}")
-        model.tasks[task] = dataclasses.replace(model.tasks[task], predict_both_orders=True)
-    if bf16:
-        device_type = next(model.parameters()).device.type
-        model.forward = torch.autocast(device_type, dtype=torch.bfloat16)(model.forward)
+    model_dirs = [model_dir] if isinstance(model_dir, str) else list(model_dir)
+    model = Ensemble([_load_for_evaluation(d, predict_both_orders, bf16) for d in model_dirs], names=model_dirs)
     tasks = list(model.tasks)
     task_data = _bundle_task_data(model, recipe)
     if recipe is not None:
@@ -254,14 +252,20 @@ def evaluate(
             _required(data_dir)
         loaded = load_task_sets(model.tasks, task_data, role, data_dir, on_bad_rows=on_bad_rows)
         datasets = {t: head(d) for t, d in loaded.items()}
-        report = evaluate_tasks(model, collator, datasets, batch_size=batch_size)
+        report = evaluate_predictions(
+            model.tasks, datasets, lambda dataset, task: model.predict(dataset, task, batch_size=batch_size)
+        )
         report["split"] = split
+        if len(model_dirs) > 1:
+            report["ensemble"] = model_dirs
         if output:
             os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
             with open(output, "w") as f:
                 json.dump(report, f, indent=2)
         return report
-    output = output or os.path.join(model_dir, "predictions")
+    if output is None and len(model_dirs) > 1:
+        raise ValueError("an ensemble's test predictions need --output (a directory of its own)")
+    output = output or os.path.join(model_dirs[0], "predictions")
     written, skipped = {}, {}
     for task in tasks:
         data = task_data[task]
@@ -272,7 +276,7 @@ def evaluate(
                 skipped[task] = f"no test file {path}"
                 continue
             dataset = head(load_cs224n_file(path, handout_task, labeled=False, on_bad_rows=on_bad_rows))
-            preds = predict(model, collator, dataset, task, batch_size=batch_size)
+            preds = model.predict(dataset, task, batch_size=batch_size)
             target = os.path.join(output, PREDICTION_FILES[handout_task])
             write_cs224n_predictions(target, handout_task, dataset["id"], preds.tolist())
             written[task] = target
@@ -282,12 +286,28 @@ def evaluate(
             skipped[task] = "no test_split"
         for split_name in splits:
             dataset = head(load_task_split(model.tasks[task], data, split_name, role="test", data_dir=data_dir))
-            preds = predict(model, collator, dataset, task, batch_size=batch_size)
+            preds = model.predict(dataset, task, batch_size=batch_size)
             name = submission_file_name(task, data, split_name, several=len(splits) > 1)
             target = os.path.join(output, name)
             write_submission(target, model.tasks[task], data, dataset["id"], preds.tolist())
             written[task if len(splits) == 1 else f"{task}/{split_name}"] = target
     return {"split": "test", "predictions": written, "skipped": skipped}
+
+
+def _load_for_evaluation(model_dir: str, predict_both_orders: Sequence[str], bf16: bool):
+    """`load_for_inference`, then the call's test-time choices: pair tasks predicted in both orders and
+    bf16 autocast on the forward passes."""
+    model, collator = load_for_inference(model_dir)
+    for task in predict_both_orders:  # test-time pair symmetry for a bundle trained without it set
+        if task not in model.tasks:
+            raise ValueError(
+                f"--predict-both-orders: {model_dir} has no task {task!r}; its tasks are {sorted(model.tasks)}"
+            )
+        model.tasks[task] = dataclasses.replace(model.tasks[task], predict_both_orders=True)
+    if bf16:
+        device_type = next(model.parameters()).device.type
+        model.forward = torch.autocast(device_type, dtype=torch.bfloat16)(model.forward)
+    return model, collator
 
 
 def _bundle_task_data(model, recipe: Optional[Recipe]) -> dict:

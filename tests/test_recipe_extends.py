@@ -130,6 +130,7 @@ EXPECTED_LEVERS = {
     "sst_r_drop.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "r_drop"},
     "sst_loss_weight_2.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "tasks.sst.loss_weight"},
     "cosine_schedule.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "training.lr_scheduler_type"},
+    "uniform_sampling.yaml": {"learning_rates.encoder", "tasks.quora.predict_both_orders", "sampling.name"},
     "combined.yaml": {
         "learning_rates.encoder", "tasks.quora.pair_encoding", "tasks.quora.predict_both_orders", "augment"
     },
