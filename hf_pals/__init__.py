@@ -19,6 +19,7 @@ __all__ = [
     "pal_parameter_count",
     "MultiTaskModel",
     "MultiTaskPredictor",
+    "EnsemblePredictor",
     "MultiTaskTrainer",
     "TaskSpec",
     "keep_freed_memory",
@@ -28,7 +29,8 @@ __all__ = [
 
 #: Imported on first use: they pull in transformers.Trainer / evaluate + datasets (seconds), which code
 #: that only loads adapters (`import hf_pals; model.load_adapter(...)`) does not need.
-_LAZY = {"MultiTaskTrainer": ".training", "MultiTaskPredictor": ".predictor", "use_fast_dropout": ".encoder_dropout"}
+_LAZY = {"MultiTaskTrainer": ".training", "MultiTaskPredictor": ".predictor", "EnsemblePredictor": ".predictor",
+         "use_fast_dropout": ".encoder_dropout"}
 
 
 def __getattr__(name):

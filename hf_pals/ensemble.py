@@ -14,7 +14,7 @@ task, on the kind, the number of labels, the label range and the text columns.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -95,34 +95,3 @@ def _check_agreement(members, names) -> None:
                         "an ensemble's members must agree on it"
                     )
 
-
-class EnsemblePredictor:
-    """`MultiTaskPredictor`'s `predict` for an ensemble: one `{"label", "score"}` dict per input, where the
-    score is the ensemble's probability of the label (the mean of the members') or its mean score.
-
-        predictor = EnsemblePredictor.from_pretrained(["runs/x/seed-1", "runs/x/seed-2", "runs/x/seed-3"])
-        predictor.predict("sst", ["a gripping , funny film"])   # [{"label": 4, "score": 0.58}]
-    """
-
-    def __init__(self, predictors: Sequence[Any], names: Sequence[str] = ()):
-        self.predictors = list(predictors)
-        self.ensemble = Ensemble([(p.model, p.collator) for p in self.predictors], names=names)
-
-    @classmethod
-    def from_pretrained(cls, models_names_or_paths: Sequence[str], **kwargs) -> "EnsemblePredictor":
-        """Each member through `MultiTaskPredictor.from_pretrained(name, **kwargs)` (a directory or Hub repo)."""
-        from .predictor import MultiTaskPredictor
-
-        names = list(models_names_or_paths)
-        return cls([MultiTaskPredictor.from_pretrained(n, **kwargs) for n in names], names=names)
-
-    @property
-    def tasks(self) -> list[str]:
-        return list(self.ensemble.tasks)
-
-    def predict(self, task: str, inputs, batch_size: Optional[int] = None) -> list[dict[str, Any]]:
-        """As `MultiTaskPredictor.predict`: texts, or `(a, b)` tuples for a pair task."""
-        first = self.predictors[0]
-        spec = first._spec(task)
-        rows = first._rows(spec, inputs)
-        return first._results(spec, self.ensemble.outputs(rows, task, batch_size or first.batch_size))

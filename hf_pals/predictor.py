@@ -13,6 +13,7 @@ argmax class and its softmax probability; for a binary task the label (1 when th
 the sigmoid probability of that label; for a regression task the predicted value in both fields.
 When the task has `label_names` (`TaskSpec.label_names`), "label" is the class's name instead of its
 index (`{"label": "positive", "score": 0.61}`); the score is the same.
+`EnsemblePredictor` does the same for several bundles, their outputs combined (`hf_pals.ensemble`).
 Batching goes through `hf_pals.evaluation.predict_outputs`, the path evaluation uses; `predict_mixed` (items of
 several tasks, one encoder pass per batch) sorts by length the same way.
 """
@@ -24,6 +25,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
+from .ensemble import Ensemble
 from .evaluation import predict_outputs, swap_pair
 from .heads import predictions as head_predictions
 
@@ -177,3 +179,33 @@ class MultiTaskPredictor:
             want = "(sentence1, sentence2) pairs" if spec.is_pair else "single texts (str)"
             raise ValueError(f"task {spec.name!r} takes {want}; input {index} is {item!r}")
         return dict(zip(spec.text_columns, texts))
+
+
+class EnsemblePredictor:
+    """`MultiTaskPredictor`'s `predict` for an ensemble: one `{"label", "score"}` dict per input, where the
+    score is the ensemble's probability of the label (the mean of the members') or its mean score.
+
+        predictor = EnsemblePredictor.from_pretrained(["runs/x/seed-1", "runs/x/seed-2", "runs/x/seed-3"])
+        predictor.predict("sst", ["a gripping , funny film"])   # [{"label": 4, "score": 0.58}]
+    """
+
+    def __init__(self, predictors: Sequence[Any], names: Sequence[str] = ()):
+        self.predictors = list(predictors)
+        self.ensemble = Ensemble([(p.model, p.collator) for p in self.predictors], names=names)
+
+    @classmethod
+    def from_pretrained(cls, models_names_or_paths: Sequence[str], **kwargs) -> "EnsemblePredictor":
+        """Each member through `MultiTaskPredictor.from_pretrained(name, **kwargs)` (a directory or Hub repo)."""
+        names = list(models_names_or_paths)
+        return cls([MultiTaskPredictor.from_pretrained(n, **kwargs) for n in names], names=names)
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.ensemble.tasks)
+
+    def predict(self, task: str, inputs, batch_size: Optional[int] = None) -> list[dict[str, Any]]:
+        """As `MultiTaskPredictor.predict`: texts, or `(a, b)` tuples for a pair task."""
+        first = self.predictors[0]
+        spec = first._spec(task)
+        rows = first._rows(spec, inputs)
+        return first._results(spec, self.ensemble.outputs(rows, task, batch_size or first.batch_size))

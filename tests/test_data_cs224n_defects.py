@@ -83,7 +83,9 @@ def no_scoring(monkeypatch):
         raise AssertionError("scored an empty split: the loader should have refused the file")
 
     monkeypatch.setattr(run, "evaluate_tasks", scored)
-    monkeypatch.setattr(run, "predict", scored)
+    monkeypatch.setattr(run, "evaluate_predictions", scored)
+    monkeypatch.setattr(run.Ensemble, "predict", scored)  # `hf-pals evaluate` predicts through an Ensemble
+    monkeypatch.setattr(run.Ensemble, "outputs", scored)
 
 
 @pytest.mark.one_thread

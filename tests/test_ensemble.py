@@ -158,7 +158,7 @@ def test_ensemble_test_predictions_need_their_own_output_dir(bundles, data_dir, 
 
 @pytest.mark.one_thread
 def test_ensemble_predictor_gives_the_mean_probability_of_its_label(bundles):
-    from hf_pals.ensemble import EnsemblePredictor
+    from hf_pals.predictor import EnsemblePredictor
     from hf_pals.predictor import MultiTaskPredictor
 
     texts = ["a gripping , funny film", "dull and slow", "it is a film"]
