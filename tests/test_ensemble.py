@@ -21,24 +21,20 @@ from hf_pals.modeling import MultiTaskModel
 from hf_pals.run import load_for_inference
 from hf_pals.tasks import TaskSpec, cs224n_task
 
+from test_soup import _bundle as soup_bundle
+
 DEV_ROWS = 40
 
 
 def _bundle(tiny_base, path: Path, seed: int, sts_encoding: str = "siamese") -> Path:
     """A tiny CS224N bundle with seeded random weights (different seeds predict differently)."""
-    torch.manual_seed(seed)
     sts = (
         cs224n_task("sts", pair_encoding="siamese", head="cosine")
         if sts_encoding == "siamese"
         else cs224n_task("sts", pair_encoding=sts_encoding)
     )
     tasks = {"sst": cs224n_task("sst"), "quora": cs224n_task("quora"), "sts": sts}
-    model = MultiTaskModel.from_base(tiny_base, tasks, PALConfig(init_pal_weights="bert"))
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.05 * torch.randn_like(param))
-    model.save_pretrained(str(path), tokenizer=AutoTokenizer.from_pretrained(tiny_base))
-    return path
+    return soup_bundle(tiny_base, path, seed, tasks=tasks, noise=0.05)
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,15 @@ TEXTS = ["a good fun film", "boring slow plot"]
 PAIRS = [("good film", "great film"), ("rice cook", "sad music")]
 
 
-def _bundle(tiny_base, path: Path, seed: int, **sst) -> Path:
-    """A tiny bundle whose every weight is random (seeded), with the tokenizer."""
+def _bundle(tiny_base, path: Path, seed: int, tasks=None, noise: float = 0.02, **sst) -> Path:
+    """A tiny bundle whose every weight is random (seeded), with the tokenizer (SST and siamese STS unless
+    `tasks` says otherwise; test_ensemble uses it too)."""
     torch.manual_seed(seed)
-    tasks = {"sst": cs224n_task("sst", **sst), "sts": cs224n_task("sts", pair_encoding="siamese", head="cosine")}
+    tasks = tasks or {"sst": cs224n_task("sst", **sst), "sts": cs224n_task("sts", pair_encoding="siamese", head="cosine")}
     model = MultiTaskModel.from_base(tiny_base, tasks, PALConfig(init_pal_weights="bert"))
     with torch.no_grad():
         for param in model.parameters():
-            param.add_(0.02 * torch.randn_like(param))
+            param.add_(noise * torch.randn_like(param))
     model.save_pretrained(str(path), tokenizer=AutoTokenizer.from_pretrained(tiny_base))
     return path
 
